@@ -83,6 +83,21 @@ run: all
 bench: all
 	POSTINO_BUILD=$(BUILD) $(PYTHON) tests/tools/bench.py
 
+# libFuzzer targets over every parser of untrusted bytes (needs clang: apt-get install clang).
+FUZZ_SECONDS ?= 30
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_DEPS    := relay/buf.c relay/smtp_parse.c relay/header.c relay/data_reader.c
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
+	@mkdir -p build/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. $(FUZZ_DEPS) $< -o $@
+
+fuzz: $(FUZZ_BIN)
+	@set -e; for t in $(FUZZ_BIN); do echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p build/fuzz/corpus-$$(basename $$t); \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$(basename $$t); done
+
 format:
 	clang-format -i $(wildcard relay/*.[ch] dkim/*.[ch] queue/*.[ch] stats/*.[ch] tests/unit/*.c tests/tools/*.c)
 

@@ -4,8 +4,7 @@
  * octets. All feedings must agree (output, size, error, header_len, received_count, done,
  * octets consumed), and the output must respect the limits.
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -I. relay/buf.c relay/data_reader.c
- *        tests/fuzz/fuzz_data_reader.c -o build/fuzz_data_reader
+ * Build and run: make fuzz (all targets; FUZZ_SECONDS=N per target)
  */
 #include <stddef.h>
 #include <stdint.h>

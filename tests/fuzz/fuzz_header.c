@@ -4,8 +4,7 @@
  * breaks its contract (fields tile the header section, counts within max, NUL-terminated
  * addresses whose domain is the lowercased tail).
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -I. relay/buf.c relay/header.c
- *        tests/fuzz/fuzz_header.c -o build/fuzz_header
+ * Build and run: make fuzz (all targets; FUZZ_SECONDS=N per target)
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -3,8 +3,7 @@
  * input and traps when an output breaks its contract (lengths, NUL termination, borrowed
  * pointers inside the line, lowercase domain).
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -I. relay/buf.c relay/smtp_parse.c
- *        tests/fuzz/fuzz_smtp_parse.c -o build/fuzz_smtp_parse
+ * Build and run: make fuzz (all targets; FUZZ_SECONDS=N per target)
  */
 #include <stddef.h>
 #include <stdint.h>
