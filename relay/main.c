@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -194,6 +195,13 @@ static int redis_wait_ready(struct master *m, int seconds)
 			return -1;
 		}
 		struct queue_admin *a = queue_admin_connect(&qs, err, sizeof err);
+		if (a == NULL &&
+		    (strstr(err, "WRONGPASS") != NULL || strstr(err, "NOAUTH") != NULL ||
+		     strstr(err, "invalid password") != NULL)) {
+			fprintf(stderr, "postino: Redis at %s refuses our credentials: %s\n",
+			        m->redis_address, err);
+			return -1;
+		}
 		if (a != NULL) {
 			int rc = queue_admin_check_durable(a, err, sizeof err);
 			queue_admin_free(a);
@@ -460,10 +468,23 @@ int main(int argc, char **argv)
 	}
 	log_setup(m.cfg.log_level, "master");
 	signal(SIGPIPE, SIG_IGN);
+	/* A fixed threshold: large short-lived buffers (scrypt's 16 MiB, big messages) are
+	 * mmapped and given back on free, instead of glibc raising its threshold and keeping
+	 * them in each thread's arena for the life of the process. */
+	if (mallopt(M_MMAP_THRESHOLD, 1024 * 1024) != 1)
+		log_warn(0, "event=start call=mallopt failed");
 	if (mkdir_p(m.cfg.data_dir, 0700) == -1) {
 		fprintf(stderr, "postino: data_dir %s: %s\n", m.cfg.data_dir, strerror(errno));
 		return 1;
 	}
+	/* Redis changes its working folder to its own: every path handed to it is absolute */
+	char absolute[PATH_MAX];
+	if (realpath(m.cfg.data_dir, absolute) == NULL ||
+	    strlen(absolute) >= sizeof m.cfg.data_dir) {
+		fprintf(stderr, "postino: data_dir %s: %s\n", m.cfg.data_dir, strerror(errno));
+		return 1;
+	}
+	memcpy(m.cfg.data_dir, absolute, strlen(absolute) + 1);
 	if (lock_data_dir(&m.cfg) == -1)
 		return 1;
 

@@ -4,8 +4,9 @@
  * for signing and password checks, the AUTH success cache, and the allowed-network list
  * reloaded from Redis every few seconds.
  *
- * Shutdown (SIGTERM/SIGINT): stop accepting, let open sessions finish for up to
- * SERVER_DRAIN_SECONDS, then close what is left and return.
+ * Shutdown (SIGTERM/SIGINT): stop accepting; sessions between transactions get 421 4.3.2
+ * at once, sessions mid-transaction may finish (then get 421) for up to SERVER_DRAIN_SECONDS,
+ * after which the rest get 421 too; then return.
  */
 #include "relay/server.h"
 
@@ -26,6 +27,8 @@
 #define SERVER_DRAIN_SECONDS     10
 #define SERVER_ALLOWNETS_SECONDS 5
 #define SERVER_ACCEPT_PAUSE_MS   200
+#define SERVER_AUTH_THREADS      1 /* per worker: a scrypt check is 50 ms and 16 MiB */
+#define SERVER_AUTH_BACKLOG      64
 
 struct listener_ctx {
 	struct server *srv;
@@ -131,7 +134,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 	w->drain_ticks++;
-	if (smtpd_count(&w->srv) == 0 || w->drain_ticks > SERVER_DRAIN_SECONDS * 10) {
+	if (w->drain_ticks == SERVER_DRAIN_SECONDS * 10) /* deadline: say goodbye to everyone */
+		smtpd_drain(&w->srv, true);
+	/* after the deadline, one more second for the 421s to flush */
+	if (smtpd_count(&w->srv) == 0 || w->drain_ticks > (SERVER_DRAIN_SECONDS + 1) * 10) {
 		event_base_loopexit(w->srv.base, NULL);
 		return;
 	}
@@ -148,6 +154,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	log_info(0, "event=stopping signal=%d sessions=%zu", (int)sig, smtpd_count(&w->srv));
 	for (size_t i = 0; i < w->nlisteners; i++)
 		evconnlistener_disable(w->listeners[i].l);
+	smtpd_drain(&w->srv, false);
 	struct timeval tv = {0, 0};
 	evtimer_add(w->drain_timer, &tv);
 }
@@ -173,9 +180,10 @@ int server_run(const struct config *cfg, int worker, const char *redis_address, 
 	struct queue_settings qs = {redis_address, cfg->redis_password, cfg->redis_timeout_ms};
 	srv->queue = queue_conn_new(srv->base, &qs);
 	srv->pool = workpool_new(srv->base, cfg->sign_threads, cfg->sign_backlog);
+	srv->auth_pool = workpool_new(srv->base, SERVER_AUTH_THREADS, SERVER_AUTH_BACKLOG);
 	srv->auth_cache = auth_cache_new((unsigned)cfg->auth_cache_ttl);
-	if (srv->queue == NULL || srv->pool == NULL || srv->auth_cache == NULL ||
-	    smtpd_init(srv) == -1) {
+	if (srv->queue == NULL || srv->pool == NULL || srv->auth_pool == NULL ||
+	    srv->auth_cache == NULL || smtpd_init(srv) == -1) {
 		log_error(0, "event=start reason=\"cannot create queue, pool or cache\"");
 		goto out;
 	}
@@ -218,6 +226,7 @@ out:
 	/* the pool's last completions commit through the queue, whose last callbacks answer
 	 * sessions: free in that order */
 	workpool_free(srv->pool);
+	workpool_free(srv->auth_pool);
 	queue_conn_free(srv->queue);
 	smtpd_shutdown(srv);
 	for (size_t i = 0; i < w->nlisteners; i++) {

@@ -42,7 +42,9 @@ struct server {
 	struct event_base *base;
 	SSL_CTX *tls;
 	struct queue_conn *queue;
-	struct workpool *pool;
+	struct workpool *pool;      /* message preparation and signing */
+	struct workpool *auth_pool; /* password checks, apart so that a login burst cannot delay
+	                               the messages of sessions already logged in */
 	struct auth_cache *auth_cache;
 	struct connlimit *limits;
 	struct smtpd_registry *sessions;

@@ -101,9 +101,10 @@ enum smtp_parse_status smtp_rcpt_parse(const char *arg, size_t len, bool smtputf
                                        struct smtp_rcpt_args *out);
 
 /*
- * Checks an EHLO/HELO argument: a domain name or an address literal ([1.2.3.4], [IPv6:...]).
- * Lenient on the name's syntax (clients send bare host names), strict on length and bytes:
- * printable ASCII only (UTF-8 allowed), 1..255 octets, no spaces. Returns SMTP_PARSE_OK or
+  * Checks an EHLO/HELO argument: a domain name or an address literal ([1.2.3.4], [IPv6:...]).
+ * Lenient on the name's shape (clients send bare host names, underscores, a trailing dot),
+ * strict on its octets: letters, digits, '-', '.', '_' and well-formed UTF-8 only, 1..255
+ * octets, so the name can go into a Received: header as is. Returns SMTP_PARSE_OK or
  * SMTP_PARSE_SYNTAX.
  */
 enum smtp_parse_status smtp_helo_check(const char *arg, size_t len);

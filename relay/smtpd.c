@@ -121,14 +121,25 @@ struct smtpd_session {
 	size_t nrcpts;
 	struct data_reader reader;
 	struct buf message;
-	/* a finished message waiting for room in the pool (owned while waiting) */
+	/* a pool job (message or password check) waiting for room in the pool; owned while
+	 * waiting, freed with wait_free if the session ends first */
 	TAILQ_ENTRY(smtpd_session) wait_entry;
-	struct smtpd_job *job_waiting;
+	struct pool_line *wait_line;
+	void *wait_job;
+	workpool_fn *wait_run;
+	workpool_fn *wait_done;
+	workpool_fn *wait_free;
 	/* the AUTH job whose Redis lookup is under way (owned until the lookup answers) */
 	struct smtpd_auth_job *auth_lookup;
 };
 
 TAILQ_HEAD(session_list, smtpd_session);
+
+/* Sessions whose job a pool refused (backlog full), oldest first. */
+struct pool_line {
+	struct workpool *pool;
+	struct session_list sessions;
+};
 
 /* Sessions by slot; a handle is (generation << 32 | slot). */
 struct smtpd_registry {
@@ -138,7 +149,8 @@ struct smtpd_registry {
 	size_t nfree;
 	size_t capacity;
 	size_t count;
-	struct session_list waiting; /* sessions whose job the pool refused, oldest first */
+	struct pool_line sign_line; /* waiting for the signing pool */
+	struct pool_line auth_line; /* waiting for the password pool */
 };
 
 /* A finished message on its way through prepare/sign (pool thread) to the commit. */
@@ -171,6 +183,8 @@ static const char dummy_hash[] = "$scrypt$ln=14,r=8,p=1$c29tZSBzYWx0IGJ5dGVz$"
                                  "hTDCuyWZT2kY2aWtMHv3yXqV1v11M0sPHqEkgiT3dT0=";
 
 static void session_process(struct smtpd_session *s);
+static void pool_submit(struct smtpd_session *s, struct pool_line *line, workpool_fn *run,
+                        workpool_fn *done, workpool_fn *free_fn, void *job);
 static void session_close(struct smtpd_session *s);
 static void session_free(struct smtpd_session *s);
 static void session_end(struct smtpd_session *s);
@@ -482,6 +496,11 @@ static void auth_job_free(struct smtpd_auth_job *j)
 	free(j);
 }
 
+static void auth_job_free_cb(void *arg)
+{
+	auth_job_free(arg);
+}
+
 static void auth_job_run(void *arg)
 {
 	struct smtpd_auth_job *j = arg;
@@ -616,10 +635,7 @@ static void auth_lookup_done(enum queue_result res, const struct queue_user_reco
 		auth_job_free(j);
 		return;
 	}
-	if (workpool_submit(srv->pool, auth_job_run, auth_job_done, j) == -1) {
-		auth_job_free(j);
-		auth_temp_failure(s, "busy");
-	}
+	pool_submit(s, &srv->sessions->auth_line, auth_job_run, auth_job_done, auth_job_free_cb, j);
 }
 
 /* Starts checking user/password: Redis lookup first, then the hash on a pool thread. */
@@ -898,6 +914,12 @@ static void job_run(void *arg)
 static void finish_transaction(struct smtpd_session *s)
 {
 	transaction_reset(s);
+	if (s->srv->stopping) {
+		reply(s, "421 4.3.2 %s Service shutting down, try again later",
+		      s->srv->cfg->hostname);
+		session_close(s);
+		return;
+	}
 	session_set_state(s, SMTPD_STATE_READY);
 	struct timeval tv = {s->srv->cfg->idle_timeout, 0};
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
@@ -988,26 +1010,36 @@ static void commit_done(enum queue_result res, uint64_t ref, void *arg)
 	finish_transaction(s);
 }
 
-static void job_submit(struct smtpd_session *s, struct smtpd_job *j)
+/* Hands a job to line's pool, or, when that pool is saturated, parks it on the session, which
+ * waits in line (reading nothing) until pool_space() submits it. */
+static void pool_submit(struct smtpd_session *s, struct pool_line *line, workpool_fn *run,
+                        workpool_fn *done, workpool_fn *free_fn, void *job)
 {
-	if (workpool_submit(s->srv->pool, job_run, job_done, j) == 0)
+	if (workpool_submit(line->pool, run, done, job) == 0)
 		return;
-	/* the pool is saturated: wait in line without reading more input */
-	s->job_waiting = j;
-	TAILQ_INSERT_TAIL(&s->srv->sessions->waiting, s, wait_entry);
+	s->wait_line = line;
+	s->wait_job = job;
+	s->wait_run = run;
+	s->wait_done = done;
+	s->wait_free = free_fn;
+	TAILQ_INSERT_TAIL(&line->sessions, s, wait_entry);
 }
 
 static void pool_space(void *arg)
 {
-	struct server *srv = arg;
-	struct smtpd_registry *r = srv->sessions;
+	struct pool_line *line = arg;
 	struct smtpd_session *s;
-	while ((s = TAILQ_FIRST(&r->waiting)) != NULL) {
-		if (workpool_submit(srv->pool, job_run, job_done, s->job_waiting) == -1)
+	while ((s = TAILQ_FIRST(&line->sessions)) != NULL) {
+		if (workpool_submit(line->pool, s->wait_run, s->wait_done, s->wait_job) == -1)
 			break;
-		TAILQ_REMOVE(&r->waiting, s, wait_entry);
-		s->job_waiting = NULL;
+		TAILQ_REMOVE(&line->sessions, s, wait_entry);
+		s->wait_job = NULL;
 	}
+}
+
+static void job_free_cb(void *arg)
+{
+	job_free(arg);
 }
 
 /* Checks the header section: From (one field; several mailboxes need a Sender), owned
@@ -1116,7 +1148,7 @@ static void data_finished(struct smtpd_session *s)
 	t->time = time(NULL);
 	session_set_state(s, SMTPD_STATE_COMMIT);
 	bufferevent_disable(s->bev, EV_READ);
-	job_submit(s, j);
+	pool_submit(s, &s->srv->sessions->sign_line, job_run, job_done, job_free_cb, j);
 }
 
 /* Feeds buffered input to the DATA reader. Returns true when the end of data was reached. */
@@ -1449,9 +1481,9 @@ static void session_free(struct smtpd_session *s)
 {
 	struct smtpd_registry *r = s->srv->sessions;
 	log_debug(s->id, "event=session_free state=%s", state_names[s->state]);
-	if (s->job_waiting != NULL) { /* not handed to the pool yet: ours to free */
-		TAILQ_REMOVE(&r->waiting, s, wait_entry);
-		job_free(s->job_waiting);
+	if (s->wait_job != NULL) { /* not handed to the pool yet: ours to free */
+		TAILQ_REMOVE(&s->wait_line->sessions, s, wait_entry);
+		s->wait_free(s->wait_job);
 	}
 	/* a job inside the pool, or a pending commit, finds no session and cleans up itself */
 	if (s->auth_lookup != NULL)
@@ -1477,8 +1509,13 @@ int smtpd_init(struct server *srv)
 	srv->sessions = calloc(1, sizeof *srv->sessions);
 	if (srv->sessions == NULL)
 		return -1;
-	TAILQ_INIT(&srv->sessions->waiting);
-	workpool_on_space(srv->pool, pool_space, srv);
+	struct smtpd_registry *r = srv->sessions;
+	r->sign_line.pool = srv->pool;
+	r->auth_line.pool = srv->auth_pool;
+	TAILQ_INIT(&r->sign_line.sessions);
+	TAILQ_INIT(&r->auth_line.sessions);
+	workpool_on_space(srv->pool, pool_space, &r->sign_line);
+	workpool_on_space(srv->auth_pool, pool_space, &r->auth_line);
 	return 0;
 }
 
@@ -1495,6 +1532,26 @@ void smtpd_shutdown(struct server *srv)
 	free(r->free_slots);
 	free(r);
 	srv->sessions = NULL;
+}
+
+void smtpd_drain(struct server *srv, bool force)
+{
+	struct smtpd_registry *r = srv->sessions;
+	for (size_t i = 0; r != NULL && i < r->capacity; i++) {
+		struct smtpd_session *s = r->slots[i];
+		if (s == NULL || s->state == SMTPD_STATE_CLOSING)
+			continue;
+		if (s->state == SMTPD_STATE_HANDSHAKE || s->state == SMTPD_STATE_STARTTLS) {
+			session_end(s); /* no SMTP reply can be sent mid-handshake */
+			continue;
+		}
+		bool idle = s->state == SMTPD_STATE_GREETED || s->state == SMTPD_STATE_READY;
+		if (!idle && !force)
+			continue;
+		log_info(s->id, "event=shutdown state=%s", state_names[s->state]);
+		reply(s, "421 4.3.2 %s Service shutting down, try again later", srv->cfg->hostname);
+		session_close(s);
+	}
 }
 
 size_t smtpd_count(const struct server *srv)

@@ -14,6 +14,11 @@ struct server;
 int smtpd_init(struct server *srv);
 /* Closes every session at once and frees the registry. */
 void smtpd_shutdown(struct server *srv);
+/* For shutdown: answers 421 4.3.2 and closes every session that is between transactions
+ * (force: every session, even mid-transaction). Sessions finishing a message close after its
+ * reply. */
+void smtpd_drain(struct server *srv, bool force);
+
 /* Number of open sessions. */
 size_t smtpd_count(const struct server *srv);
 

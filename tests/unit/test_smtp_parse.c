@@ -646,7 +646,15 @@ static const struct helo_case helo_cases[] = {
     {"DEL", BYTES("a\x7f"), SMTP_PARSE_SYNTAX},
     {"CR", BYTES("a\r"), SMTP_PARSE_SYNTAX},
     {"malformed utf8", BYTES("a\xff"), SMTP_PARSE_SYNTAX},
-    {"overlong utf8", BYTES("a\xc1\x81"), SMTP_PARSE_SYNTAX},
+        {"overlong utf8", BYTES("a\xc1\x81"), SMTP_PARSE_SYNTAX},
+    /* octets that would change the meaning of the Received: header the name goes into */
+    {"semicolon", BYTES("a;b.example"), SMTP_PARSE_SYNTAX},
+    {"open paren", BYTES("x(y.example"), SMTP_PARSE_SYNTAX},
+    {"close paren", BYTES("x)y.example"), SMTP_PARSE_SYNTAX},
+    {"angle", BYTES("x<y"), SMTP_PARSE_SYNTAX},
+    {"quote", BYTES("x\"y"), SMTP_PARSE_SYNTAX},
+    {"backslash", BYTES("x\\y"), SMTP_PARSE_SYNTAX},
+    {"at", BYTES("user@host"), SMTP_PARSE_SYNTAX},
 };
 
 static void test_helo_check(void **state)
