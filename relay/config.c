@@ -32,6 +32,8 @@ enum config_type {
 	CONFIG_TYPE_LISTEN,
 	CONFIG_TYPE_LOG_LEVEL,
 	CONFIG_TYPE_REDIS,
+	CONFIG_TYPE_DKIM_ALGORITHMS,
+	CONFIG_TYPE_DKIM_UNKNOWN,
 };
 
 struct config_key {
@@ -77,6 +79,10 @@ static const struct config_key config_keys[] = {
     {"auth_failure_window", CONFIG_TYPE_INT, F(auth_failure_window), 1, 86400, "900"},
     {"auth_cache_ttl", CONFIG_TYPE_INT, F(auth_cache_ttl), 0, 86400, "60"},
     {"log_level", CONFIG_TYPE_LOG_LEVEL, F(log_level), 0, 0, "info"},
+    {"dkim_algorithms", CONFIG_TYPE_DKIM_ALGORITHMS, F(dkim_algorithms), 0, 0, "both"},
+    {"dkim_lifetime", CONFIG_TYPE_INT, F(dkim_lifetime), 0, 31622400, "604800"},
+    {"dkim_unknown_domain", CONFIG_TYPE_DKIM_UNKNOWN, F(dkim_unknown_domain), 0, 0, "sign"},
+    {"dkim_domain", CONFIG_TYPE_STRING, F(dkim_domain), 0, 0, ""},
 };
 
 #undef F
@@ -271,6 +277,28 @@ static const char *config_set(struct config *cfg, const struct config_key *k, co
 		if (log_level_parse(v, (enum log_level *)(void *)field) == -1)
 			return "expected debug, info, warning or error";
 		return NULL;
+	case CONFIG_TYPE_DKIM_ALGORITHMS: {
+		enum config_dkim_algorithms *a = (enum config_dkim_algorithms *)(void *)field;
+		if (strcmp(v, "rsa") == 0)
+			*a = CONFIG_DKIM_RSA;
+		else if (strcmp(v, "ed25519") == 0)
+			*a = CONFIG_DKIM_ED25519;
+		else if (strcmp(v, "both") == 0)
+			*a = CONFIG_DKIM_BOTH;
+		else
+			return "expected rsa, ed25519 or both";
+		return NULL;
+	}
+	case CONFIG_TYPE_DKIM_UNKNOWN: {
+		enum config_dkim_unknown *unknown = (enum config_dkim_unknown *)(void *)field;
+		if (strcmp(v, "sign") == 0)
+			*unknown = CONFIG_DKIM_UNKNOWN_SIGN;
+		else if (strcmp(v, "refuse") == 0)
+			*unknown = CONFIG_DKIM_UNKNOWN_REFUSE;
+		else
+			return "expected sign or refuse";
+		return NULL;
+	}
 	}
 	return "unknown type";
 }
@@ -306,6 +334,23 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 			return -1;
 		}
 		cfg->hostname[sizeof cfg->hostname - 1] = '\0';
+	}
+	if (cfg->dkim_domain[0] == '\0') {
+		/* The relay's own signing domain: mx1.example.com signs as example.com, a
+		 * two-label name (example.com) as itself; a bare host name has no domain, so it
+		 * signs as NAME.invalid (RFC 2606), which can never verify: main.c warns. */
+		const char *h = cfg->hostname;
+		const char *dot = strchr(h, '.');
+		bool three = dot != NULL && strchr(dot + 1, '.') != NULL;
+		const char *from = three ? dot + 1 : h;
+		size_t i = 0;
+		for (; from[i] != '\0' && i < sizeof cfg->dkim_domain - 10; i++)
+			cfg->dkim_domain[i] = (char)tolower((unsigned char)from[i]);
+		cfg->dkim_domain[i] = '\0';
+		if (i > 0 && cfg->dkim_domain[i - 1] == '.')
+			cfg->dkim_domain[--i] = '\0';
+		if (dot == NULL)
+			memcpy(cfg->dkim_domain + i, ".invalid", sizeof ".invalid");
 	}
 	if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
 		set_err(err, errlen, cfg->file, 0, "tls_cert and tls_key must be set together");

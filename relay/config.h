@@ -29,6 +29,20 @@ struct config_listen {
 	struct config_listen_addr a[CONFIG_LISTEN_MAX];
 };
 
+/* dkim_algorithms: the DKSIGN_ALG_* bits of dkim/dksign.h (relay/ctl_dkim.c checks that
+ * they are equal). */
+enum config_dkim_algorithms {
+	CONFIG_DKIM_RSA = 1,
+	CONFIG_DKIM_ED25519 = 2,
+	CONFIG_DKIM_BOTH = 3,
+};
+
+/* dkim_unknown_domain: what happens to a message whose From domain has no DKIM key. */
+enum config_dkim_unknown {
+	CONFIG_DKIM_UNKNOWN_SIGN,   /* sign it with dkim_domain */
+	CONFIG_DKIM_UNKNOWN_REFUSE, /* refuse it (550 5.7.1) */
+};
+
 struct config {
 	char file[PATH_MAX];
 	char hostname[CONFIG_STR_MAX];
@@ -61,11 +75,16 @@ struct config {
 	int auth_failure_window;
 	int auth_cache_ttl;
 	enum log_level log_level;
+	enum config_dkim_algorithms dkim_algorithms;
+	int dkim_lifetime;
+	enum config_dkim_unknown dkim_unknown_domain;
+	char dkim_domain[CONFIG_STR_MAX];
 };
 
 /*
  * Reads and checks path into *cfg (defaults first, then the file, then derived values:
- * hostname from gethostname(), workers and sign_threads from the core count when 0).
+ * hostname from gethostname(), workers and sign_threads from the core count when 0,
+ * dkim_domain from the hostname without its first label when empty).
  * Returns 0, or -1 with "file:line: reason" (or "file: reason") in err.
  */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);

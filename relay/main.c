@@ -25,11 +25,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "dkim/dkkeys.h"
+#include "dkim/dksign.h"
 #include "queue/queue.h"
+#include "relay/buf.h"
 #include "relay/config.h"
 #include "relay/connlimit.h"
 #include "relay/log.h"
@@ -227,6 +231,71 @@ static int redis_wait_ready(struct master *m, int seconds)
 	fprintf(stderr, "postino: Redis at %s not ready after %d s: %s\n", m->redis_address,
 	        seconds, err);
 	return -1;
+}
+
+/* Every accepted message is signed. Unless the policy refuses unknown domains, the relay's own
+ * dkim_domain signs for domains without keys, so it needs an active key of each configured
+ * algorithm: made at first start (like the self-signed TLS pair), with the records to publish
+ * logged. Then the whole store is loaded once, so a corrupt key stops start-up here. */
+static int dkim_prepare(const struct config *cfg)
+{
+	char err[512];
+	size_t dl = strlen(cfg->dkim_domain);
+	if (cfg->dkim_unknown_domain == CONFIG_DKIM_UNKNOWN_SIGN && dl > 8 &&
+	    strcmp(cfg->dkim_domain + dl - 8, ".invalid") == 0)
+		log_warn(0,
+		         "event=dkim_domain domain=%s reason=\"hostname has no domain: mail "
+		         "signed with it cannot verify; set dkim_domain or hostname\"",
+		         cfg->dkim_domain);
+	if (cfg->dkim_unknown_domain == CONFIG_DKIM_UNKNOWN_SIGN) {
+		struct dkkeys_domain d;
+		if (dkkeys_domain_read(cfg->data_dir, cfg->dkim_domain, &d, err, sizeof err) ==
+		    -1) {
+			fprintf(stderr, "postino: DKIM keys of %s: %s\n", cfg->dkim_domain, err);
+			return -1;
+		}
+		static const enum dkkeys_algorithm algs[] = {DKKEYS_ALG_RSA, DKKEYS_ALG_ED25519};
+		for (size_t i = 0; i < sizeof algs / sizeof algs[0]; i++) {
+			if (((unsigned)cfg->dkim_algorithms & (unsigned)algs[i]) == 0)
+				continue;
+			bool active = false;
+			for (size_t k = 0; k < d.count; k++)
+				active |= d.sel[k].algorithm == algs[i] &&
+				          d.sel[k].state == DKKEYS_STATE_ACTIVE;
+			if (active)
+				continue;
+			struct dkkeys_selector sel;
+			if (dkkeys_key_generate(cfg->data_dir, cfg->dkim_domain, NULL, algs[i],
+			                        DKKEYS_RSA_BITS_DEFAULT, (int64_t)time(NULL), &sel,
+			                        err, sizeof err) == -1) {
+				fprintf(stderr, "postino: DKIM key for %s: %s\n", cfg->dkim_domain,
+				        err);
+				return -1;
+			}
+			struct buf rec = BUF_INIT;
+			char esc[2048];
+			if (dkkeys_record_format(cfg->dkim_domain, &sel, &rec) == 0 && rec.len > 0)
+				log_info(0,
+				         "event=dkim_keygen domain=%s selector=%s algorithm=%s "
+				         "publish=\"%s\"",
+				         cfg->dkim_domain, sel.name,
+				         dkkeys_algorithm_name(sel.algorithm),
+				         log_escape(rec.data, rec.len - 1, esc, sizeof esc));
+			buf_free(&rec);
+		}
+	}
+	struct dksign_ctx *ctx = dksign_ctx_new(cfg->data_dir, err, sizeof err);
+	if (ctx == NULL) {
+		fprintf(stderr, "postino: DKIM key store: %s\n", err);
+		return -1;
+	}
+	size_t domains, keys;
+	dksign_ctx_counts(ctx, &domains, &keys);
+	log_info(0, "event=dkim_store domains=%zu keys=%zu fallback=%s", domains, keys,
+	         cfg->dkim_unknown_domain == CONFIG_DKIM_UNKNOWN_SIGN ? cfg->dkim_domain
+	                                                              : "refuse");
+	dksign_ctx_free(ctx);
+	return 0;
 }
 
 static int bind_one(const struct config_listen_addr *a)
@@ -513,6 +582,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "postino: TLS: %s\n", err);
 		return 1;
 	}
+
+	if (dkim_prepare(&m.cfg) == -1)
+		return 1;
 
 	if (m.cfg.redis[0] == '\0') {
 		char sock[PATH_MAX];

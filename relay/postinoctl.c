@@ -9,6 +9,7 @@
  *   postinoctl -c FILE user passwd NAME [--password P]
  *   postinoctl -c FILE queue show [--limit N]
  *   postinoctl -c FILE queue cat ID
+ *   postinoctl -c FILE dkim ...         (relay/ctl_dkim.c: keys, selectors, DNS records)
  *
  * Exit codes: 0 done, 1 failed (message on stderr), 2 usage or configuration error.
  */
@@ -25,6 +26,7 @@
 #include "relay/auth.h"
 #include "relay/buf.h"
 #include "relay/config.h"
+#include "relay/ctl_dkim.h"
 
 #define CTL_LIST_MAX             64
 #define GENERATED_PASSWORD_CHARS 24
@@ -39,6 +41,7 @@ static void usage(void)
 	                "  user passwd NAME [--password P]\n"
 	                "  queue show [--limit N]\n"
 	                "  queue cat ID\n");
+	ctl_dkim_usage(stderr);
 }
 
 static bool name_ok(const char *s)
@@ -305,18 +308,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "postinoctl: %s\n", err);
 		return 2;
 	}
+	/* DKIM keys live in files under data_dir: no Redis needed */
+	if (strcmp(argv[i], "dkim") == 0)
+		return ctl_dkim_main(&cfg, argc - i - 1, argv + i + 1);
+	int (*cmd)(struct queue_admin *, int, char **) = NULL;
+	if (strcmp(argv[i], "user") == 0)
+		cmd = cmd_user;
+	else if (strcmp(argv[i], "queue") == 0)
+		cmd = cmd_queue;
+	if (cmd == NULL || i + 1 >= argc) { /* a usage error never waits for Redis */
+		usage();
+		return 2;
+	}
 	struct queue_admin *a = connect_redis(&cfg);
 	if (a == NULL)
 		return 1;
-	int rc;
-	if (strcmp(argv[i], "user") == 0) {
-		rc = cmd_user(a, argc - i - 1, argv + i + 1);
-	} else if (strcmp(argv[i], "queue") == 0) {
-		rc = cmd_queue(a, argc - i - 1, argv + i + 1);
-	} else {
-		usage();
-		rc = 2;
-	}
+	int rc = cmd(a, argc - i - 1, argv + i + 1);
 	queue_admin_free(a);
 	return rc;
 }

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "dkim/dksign.h"
 #include "queue/queue.h"
 #include "relay/auth.h"
 #include "relay/log.h"
@@ -29,6 +30,7 @@
 #define SERVER_ACCEPT_PAUSE_MS   200
 #define SERVER_AUTH_THREADS      1 /* per worker: a scrypt check is 50 ms and 16 MiB */
 #define SERVER_AUTH_BACKLOG      64
+#define SERVER_DKIM_RELOAD_MS    2000
 
 struct listener_ctx {
 	struct server *srv;
@@ -41,7 +43,7 @@ struct worker {
 	struct server srv;
 	struct listener_ctx *listeners;
 	size_t nlisteners;
-	struct event *sigterm, *sigint, *nets_timer, *drain_timer;
+	struct event *sigterm, *sigint, *nets_timer, *drain_timer, *dkim_timer;
 	int drain_ticks;
 };
 
@@ -130,6 +132,23 @@ const struct server_allownet *server_allownet_find(const struct server *srv,
 	return NULL;
 }
 
+/* New, rotated or deleted DKIM keys take effect without a restart. */
+static void on_dkim_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	char err[512];
+	int rc = dksign_ctx_reload(w->srv.dkim, err, sizeof err);
+	if (rc == 1) {
+		size_t domains, keys;
+		dksign_ctx_counts(w->srv.dkim, &domains, &keys);
+		log_info(0, "event=dkim_reload domains=%zu keys=%zu", domains, keys);
+	} else if (rc == -1) {
+		log_error(0, "event=dkim_reload result=kept_previous_keys error=\"%s\"", err);
+	}
+	struct timeval tv = {SERVER_DKIM_RELOAD_MS / 1000, (SERVER_DKIM_RELOAD_MS % 1000) * 1000};
+	evtimer_add(w->dkim_timer, &tv);
+}
+
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
@@ -182,6 +201,12 @@ int server_run(const struct config *cfg, int worker, const char *redis_address, 
 	srv->pool = workpool_new(srv->base, cfg->sign_threads, cfg->sign_backlog);
 	srv->auth_pool = workpool_new(srv->base, SERVER_AUTH_THREADS, SERVER_AUTH_BACKLOG);
 	srv->auth_cache = auth_cache_new((unsigned)cfg->auth_cache_ttl);
+	char dkerr[512];
+	srv->dkim = dksign_ctx_new(cfg->data_dir, dkerr, sizeof dkerr);
+	if (srv->dkim == NULL) {
+		log_error(0, "event=start reason=dkim error=\"%s\"", dkerr);
+		goto out;
+	}
 	if (srv->queue == NULL || srv->pool == NULL || srv->auth_pool == NULL ||
 	    srv->auth_cache == NULL || smtpd_init(srv) == -1) {
 		log_error(0, "event=start reason=\"cannot create queue, pool or cache\"");
@@ -209,13 +234,16 @@ int server_run(const struct config *cfg, int worker, const char *redis_address, 
 	w->sigint = evsignal_new(srv->base, SIGINT, on_stop_signal, w);
 	w->nets_timer = evtimer_new(srv->base, on_nets_timer, w);
 	w->drain_timer = evtimer_new(srv->base, on_drain_tick, w);
-	if (!w->sigterm || !w->sigint || !w->nets_timer || !w->drain_timer ||
+	w->dkim_timer = evtimer_new(srv->base, on_dkim_timer, w);
+	if (!w->sigterm || !w->sigint || !w->nets_timer || !w->drain_timer || !w->dkim_timer ||
 	    event_add(w->sigterm, NULL) == -1 || event_add(w->sigint, NULL) == -1) {
 		log_error(0, "event=start call=evsignal_new failed");
 		goto out;
 	}
 	struct timeval first = {0, 200 * 1000};
 	evtimer_add(w->nets_timer, &first);
+	struct timeval dk = {SERVER_DKIM_RELOAD_MS / 1000, (SERVER_DKIM_RELOAD_MS % 1000) * 1000};
+	evtimer_add(w->dkim_timer, &dk);
 	log_info(0, "event=worker_started worker=%d listeners=%zu sign_threads=%d", worker,
 	         nlisteners, cfg->sign_threads);
 	if (event_base_dispatch(srv->base) == -1)
@@ -242,7 +270,10 @@ out:
 		event_free(w->nets_timer);
 	if (w->drain_timer)
 		event_free(w->drain_timer);
+	if (w->dkim_timer)
+		event_free(w->dkim_timer);
 	auth_cache_free(srv->auth_cache);
+	dksign_ctx_free(srv->dkim); /* the pools are stopped: no thread is signing */
 	allownets_clear(srv);
 	if (srv->base)
 		event_base_free(srv->base);

@@ -21,6 +21,7 @@ struct workpool;
 struct auth_cache;
 struct connlimit;
 struct smtpd_registry;
+struct dksign_ctx;
 
 /* An allowed client network, as loaded from Redis (owned strings). */
 struct server_allownet {
@@ -46,6 +47,7 @@ struct server {
 	struct workpool *auth_pool; /* password checks, apart so that a login burst cannot delay
 	                               the messages of sessions already logged in */
 	struct auth_cache *auth_cache;
+	struct dksign_ctx *dkim; /* keys cached; reloaded by a timer when the store changes */
 	struct connlimit *limits;
 	struct smtpd_registry *sessions;
 	struct server_allownet *nets;

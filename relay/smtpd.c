@@ -42,6 +42,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
+#include "dkim/dksign.h"
 #include "queue/queue.h"
 #include "relay/auth.h"
 #include "relay/buf.h"
@@ -117,7 +118,8 @@ struct smtpd_session {
 	/* transaction */
 	char qid[17];
 	struct smtp_mail_args mail;
-	struct buf rcpts; /* "address\0domain\0" per recipient */
+	char from_domain[SMTP_DOMAIN_MAX + 1]; /* of the From: header, set by message_check */
+	struct buf rcpts;                      /* "address\0domain\0" per recipient */
 	size_t nrcpts;
 	struct data_reader reader;
 	struct buf message;
@@ -157,10 +159,13 @@ struct smtpd_registry {
 struct smtpd_job {
 	uint64_t handle;
 	struct server *srv;
-	struct buf in;              /* message as received, moved from the session */
-	struct message_trace trace; /* what the Received header says */
-	struct buf out;             /* prepared (and later signed) message */
-	const char *error;          /* NULL, or why preparing failed */
+	struct buf in;                         /* message as received, moved from the session */
+	struct message_trace trace;            /* what the Received header says */
+	char from_domain[SMTP_DOMAIN_MAX + 1]; /* of the (first) From: address */
+	struct buf prepared;                   /* Received: etc. + the message */
+	struct buf out;                        /* DKIM-Signature fields + prepared */
+	const char *refuse;                    /* NULL, or the whole reply refusing it */
+	char why[256];                         /* for the log when refused */
 };
 
 /* A password check on a pool thread. */
@@ -900,15 +905,60 @@ static void job_free(struct smtpd_job *j)
 	if (j == NULL)
 		return;
 	buf_free(&j->in);
+	buf_free(&j->prepared);
 	buf_free(&j->out);
 	free(j);
 }
 
+/* Runs on a pool thread, never on the loop: prepare the stored form, sign it, and put the
+ * signatures in front. */
 static void job_run(void *arg)
 {
 	struct smtpd_job *j = arg;
-	j->error = message_prepare(&j->trace, j->in.data, j->in.len, &j->out);
-	/* the DKIM signing step goes here: it runs on this pool thread, never on the loop */
+	const struct config *cfg = j->srv->cfg;
+	const char *e = message_prepare(&j->trace, j->in.data, j->in.len, &j->prepared);
+	if (e != NULL) {
+		snprintf(j->why, sizeof j->why, "%s", e);
+		j->refuse = "452 4.3.1 Insufficient system resources";
+		return;
+	}
+	buf_free(&j->in); /* no longer needed: keep one copy of the message at a time */
+	struct dksign_options opt = {
+	    .algorithms = (unsigned)cfg->dkim_algorithms,
+	    .now = (int64_t)time(NULL),
+	    .lifetime = cfg->dkim_lifetime,
+	    .fallback_domain = cfg->dkim_domain,
+	    .refuse_unknown = cfg->dkim_unknown_domain == CONFIG_DKIM_UNKNOWN_REFUSE,
+	};
+	if (buf_reserve(&j->out, j->prepared.len + 2048) == -1) {
+		snprintf(j->why, sizeof j->why, "out of memory");
+		j->refuse = "452 4.3.1 Insufficient system resources";
+		return;
+	}
+	enum dksign_result r = dksign_message(j->srv->dkim, &opt, j->from_domain, j->prepared.data,
+	                                      j->prepared.len, &j->out, j->why, sizeof j->why);
+	switch (r) {
+	case DKSIGN_OK:
+		if (buf_append(&j->out, j->prepared.data, j->prepared.len) == -1) {
+			snprintf(j->why, sizeof j->why, "out of memory");
+			j->refuse = "452 4.3.1 Insufficient system resources";
+		}
+		break;
+	case DKSIGN_NO_KEY:
+		j->refuse =
+		    opt.refuse_unknown
+		        ? "550 5.7.1 No DKIM key for the From: domain; this relay signs only "
+		          "domains it has keys for"
+		        : "451 4.3.0 Signing key unavailable, try again later";
+		break;
+	case DKSIGN_MALFORMED:
+		j->refuse = "550 5.6.0 Malformed message header section";
+		break;
+	case DKSIGN_ERROR:
+		j->refuse = "451 4.3.0 Signing failed, try again later";
+		break;
+	}
+	buf_free(&j->prepared);
 }
 
 static void finish_transaction(struct smtpd_session *s)
@@ -938,10 +988,11 @@ static void job_done(void *arg)
 		job_free(j);
 		return;
 	}
-	if (j->error != NULL) {
-		log_warn(s->id, "event=message result=refused qid=%s reason=\"%s\"", s->qid,
-		         j->error);
-		reply(s, "451 4.3.0 %s", j->error);
+	if (j->refuse != NULL) {
+		char esc[300];
+		log_warn(s->id, "event=message result=refused qid=%s reason=\"%s\" reply=\"%.3s\"",
+		         s->qid, log_escape(j->why, strlen(j->why), esc, sizeof esc), j->refuse);
+		reply(s, "%s", j->refuse);
 		job_free(j);
 		finish_transaction(s);
 		return;
@@ -1075,6 +1126,7 @@ static const char *message_check(struct smtpd_session *s)
 		if (++nfields_from > 1)
 			return "550 5.6.0 More than one From: header";
 		memcpy(from, a, n * sizeof a[0]);
+		snprintf(s->from_domain, sizeof s->from_domain, "%s", a[0].domain_lower);
 		nfrom = n;
 	}
 	if (hs == HEADER_MALFORMED)
@@ -1143,6 +1195,7 @@ static void data_finished(struct smtpd_session *s)
 	t->authenticated = s->authenticated;
 	t->utf8 = s->mail.smtputf8;
 	t->header_len = s->reader.header_len;
+	snprintf(j->from_domain, sizeof j->from_domain, "%s", s->from_domain);
 	if (s->nrcpts == 1)
 		snprintf(t->for_rcpt, sizeof t->for_rcpt, "%s", s->rcpts.data);
 	t->time = time(NULL);
