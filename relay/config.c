@@ -9,6 +9,7 @@
 #include "relay/config.h"
 
 #include "queue/queue.h"
+#include "relay/resolver.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -34,6 +35,7 @@ enum config_type {
 	CONFIG_TYPE_REDIS,
 	CONFIG_TYPE_DKIM_ALGORITHMS,
 	CONFIG_TYPE_DKIM_UNKNOWN,
+	CONFIG_TYPE_DNS_SERVER,
 };
 
 struct config_key {
@@ -83,6 +85,11 @@ static const struct config_key config_keys[] = {
     {"dkim_lifetime", CONFIG_TYPE_INT, F(dkim_lifetime), 0, 31622400, "604800"},
     {"dkim_unknown_domain", CONFIG_TYPE_DKIM_UNKNOWN, F(dkim_unknown_domain), 0, 0, "sign"},
     {"dkim_domain", CONFIG_TYPE_STRING, F(dkim_domain), 0, 0, ""},
+    {"dns_resolver", CONFIG_TYPE_DNS_SERVER, F(dns_resolver), 0, 0, ""},
+    {"dns_timeout", CONFIG_TYPE_INT, F(dns_timeout_ms), 100, 60000, "5000"},
+    {"spf_include", CONFIG_TYPE_STRING, F(spf_include), 0, 0, ""},
+    {"dkim_dns_check_interval", CONFIG_TYPE_INT, F(dkim_dns_check_interval), 0, 86400, "300"},
+    {"dkim_retire_grace", CONFIG_TYPE_INT, F(dkim_retire_grace), 0, 31622400, "1036800"},
 };
 
 #undef F
@@ -241,6 +248,14 @@ static const char *config_set(struct config *cfg, const struct config_key *k, co
 		if (*v != '\0' && qa.is_unix && qa.path[0] != '/')
 			return "unix socket path must be absolute (unix:/path)";
 	}
+		/* fall through */
+	case CONFIG_TYPE_DNS_SERVER:
+		if (k->type == CONFIG_TYPE_DNS_SERVER && *v != '\0') { /* "" is resolv.conf's */
+			struct sockaddr_storage ss;
+			socklen_t sl;
+			if (resolver_server_parse(v, &ss, &sl, why_buf, why_len) == -1)
+				return why_buf;
+		}
 		/* fall through */
 	case CONFIG_TYPE_STRING:
 		if (strlen(v) >= k->size)

@@ -79,6 +79,11 @@ struct config {
 	int dkim_lifetime;
 	enum config_dkim_unknown dkim_unknown_domain;
 	char dkim_domain[CONFIG_STR_MAX];
+	char dns_resolver[CONFIG_STR_MAX]; /* "" = resolv.conf (relay/resolver.h) */
+	int dns_timeout_ms;
+	char spf_include[CONFIG_STR_MAX]; /* SPF terms the domain's record must hold */
+	int dkim_dns_check_interval;      /* seconds; 0 = the DKIM DNS watcher is off */
+	int dkim_retire_grace;            /* seconds a replaced key stays published */
 };
 
 /*

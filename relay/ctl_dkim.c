@@ -33,18 +33,20 @@ _Static_assert(CONFIG_DKIM_ED25519 == DKSIGN_ALG_ED25519,
 
 /* How long a replaced key stays published after its successor is activated: the longest a
  * message signed with it may wait in the queue (5 days of retries) plus a week of x=. */
-#define CTL_DKIM_GRACE_DEFAULT (12 * 86400)
-#define CTL_DKIM_GRACE_MAX     (366 * 86400)
+
+#define CTL_DKIM_GRACE_MAX (366 * 86400)
 
 void ctl_dkim_usage(FILE *out)
 {
-	fprintf(out, "  dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519|both] [--bits N]\n"
-	             "  dkim import DOMAIN --selector S --key FILE\n"
-	             "  dkim list\n"
-	             "  dkim show DOMAIN\n"
-	             "  dkim rotate DOMAIN\n"
-	             "  dkim activate DOMAIN --selector S [--grace SECONDS]\n"
-	             "  dkim del DOMAIN [--selector S]\n");
+	fprintf(
+	    out,
+	    "  dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519|both] [--bits N]\n"
+	    "  dkim import DOMAIN --selector S --key FILE\n"
+	    "  dkim list\n"
+	    "  dkim show DOMAIN\n"
+	    "  dkim rotate DOMAIN\n"
+	    "  dkim activate DOMAIN --selector S [--grace SECONDS (default: dkim_retire_grace)]\n"
+	    "  dkim del DOMAIN [--selector S]\n");
 }
 
 /* Options of a subcommand: "--name value" pairs, each known name at most once. */
@@ -353,7 +355,7 @@ static int cmd_rotate(const char *data_dir, int argc, char **argv)
 	return records_print(domain, made, n);
 }
 
-static int cmd_activate(const char *data_dir, int argc, char **argv)
+static int cmd_activate(const struct config *cfg, int argc, char **argv)
 {
 	struct opts o;
 	char domain[DKKEYS_DOMAIN_MAX + 1];
@@ -364,7 +366,8 @@ static int cmd_activate(const char *data_dir, int argc, char **argv)
 		fprintf(stderr, "postinoctl: dkim activate needs --selector\n");
 		return 2;
 	}
-	unsigned long grace = CTL_DKIM_GRACE_DEFAULT;
+	const char *data_dir = cfg->data_dir;
+	unsigned long grace = (unsigned long)cfg->dkim_retire_grace; /* as the DNS watcher does */
 	if (o.grace != NULL && number_parse(o.grace, 0, CTL_DKIM_GRACE_MAX, &grace) == -1) {
 		fprintf(stderr, "postinoctl: --grace takes 0 to %d seconds\n", CTL_DKIM_GRACE_MAX);
 		return 2;
@@ -435,7 +438,7 @@ int ctl_dkim_main(const struct config *cfg, int argc, char **argv)
 		else if (strcmp(cmd, "rotate") == 0)
 			rc = cmd_rotate(cfg->data_dir, n, args);
 		else if (strcmp(cmd, "activate") == 0)
-			rc = cmd_activate(cfg->data_dir, n, args);
+			rc = cmd_activate(cfg, n, args);
 		else if (strcmp(cmd, "del") == 0)
 			rc = cmd_del(cfg->data_dir, n, args);
 	}

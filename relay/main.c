@@ -36,6 +36,7 @@
 #include "relay/buf.h"
 #include "relay/config.h"
 #include "relay/connlimit.h"
+#include "relay/dkimwatch.h"
 #include "relay/log.h"
 #include "relay/server.h"
 #include "relay/tls.h"
@@ -632,7 +633,13 @@ int main(int argc, char **argv)
 		m.workers[w] = worker_start(&m, w);
 	log_info(0, "event=started workers=%d redis=%s hostname=%s", m.cfg.workers, m.redis_address,
 	         m.cfg.hostname);
+	/* Activates pending DKIM selectors once their records are in DNS (relay/dkimwatch.h).
+	 * Without it keys still sign; rotations wait for "postinoctl dkim activate". */
+	struct dkimwatch *dkimwatch = dkimwatch_new(m.base, &m.cfg, err, sizeof err);
+	if (dkimwatch == NULL)
+		log_warn(0, "event=dkimwatch_off reason=\"%s\"", err);
 	event_base_dispatch(m.base);
+	dkimwatch_free(dkimwatch);
 	redis_stop(&m);
 	log_info(0, "event=stopped");
 	event_free(ev_term);

@@ -10,6 +10,7 @@
  *   postinoctl -c FILE queue show [--limit N]
  *   postinoctl -c FILE queue cat ID
  *   postinoctl -c FILE dkim ...         (relay/ctl_dkim.c: keys, selectors, DNS records)
+ *   postinoctl -c FILE domain check D   (relay/ctl_domain.c: DKIM, SPF, DMARC in DNS)
  *
  * Exit codes: 0 done, 1 failed (message on stderr), 2 usage or configuration error.
  */
@@ -27,6 +28,7 @@
 #include "relay/buf.h"
 #include "relay/config.h"
 #include "relay/ctl_dkim.h"
+#include "relay/ctl_domain.h"
 
 #define CTL_LIST_MAX             64
 #define GENERATED_PASSWORD_CHARS 24
@@ -42,6 +44,7 @@ static void usage(void)
 	                "  queue show [--limit N]\n"
 	                "  queue cat ID\n");
 	ctl_dkim_usage(stderr);
+	ctl_domain_usage(stderr);
 }
 
 static bool name_ok(const char *s)
@@ -311,6 +314,8 @@ int main(int argc, char **argv)
 	/* DKIM keys live in files under data_dir: no Redis needed */
 	if (strcmp(argv[i], "dkim") == 0)
 		return ctl_dkim_main(&cfg, argc - i - 1, argv + i + 1);
+	if (strcmp(argv[i], "domain") == 0) /* DNS lookups and the key store: no Redis */
+		return ctl_domain_main(&cfg, argc - i - 1, argv + i + 1);
 	int (*cmd)(struct queue_admin *, int, char **) = NULL;
 	if (strcmp(argv[i], "user") == 0)
 		cmd = cmd_user;

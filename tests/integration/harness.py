@@ -15,6 +15,8 @@ Everything here talks to real processes on loopback:
                 transcript that failing assertions print.
   PostinoTestCase  a TestCase that prints the last 50 log lines of the postinos involved when a
                 test fails.
+  SharedPostinoTestCase  a PostinoTestCase with one redis-server and one postino for the whole
+                class (config keys and users given as class attributes), cleaned up on failure.
 
 Every wait has a deadline; every process is stopped by its pid (SIGTERM, bounded wait, SIGKILL).
 Only 127.0.0.1 is used.
@@ -904,7 +906,206 @@ class PostinoTestCase(unittest.TestCase):
         return self.assertQueued(final, conn=c)
 
 
+class SharedPostinoTestCase(PostinoTestCase):
+    """One redis-server (cls.redis) and one postino (cls.postino) shared by the whole class.
+
+    setUpClass starts the redis-server, then a postino on it with the config keys of
+    postino_settings, adds the users of postino_users, then calls prepare_class() (a hook for
+    more class set-up that needs the running postino). When any step fails, what was started is
+    cleaned up before the error propagates. tearDownClass stops the postino with the checks of
+    Postino.stop() (exit code 0, no process left, no sanitizer report), then removes both."""
+
+    postino_settings = {}  # config keys, as for Postino(**settings)
+    # (name, domains, password) or (name, domains, password, {more add_user() arguments})
+    postino_users = ()
+
+    @classmethod
+    def prepare_class(cls):
+        """Runs once the users are added; the default does nothing."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = cls.start_redis()
+        try:
+            cls.postino = cls.start_postino(redis=cls.redis, **cls.postino_settings)
+            try:
+                for name, domains, password, *more in cls.postino_users:
+                    cls.postino.add_user(name, domains, password, **(more[0] if more else {}))
+                cls.prepare_class()
+            except BaseException:
+                cls.postino.cleanup()
+                raise
+        except BaseException:
+            cls.redis.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.postino.stop()
+        finally:
+            try:
+                cls.postino.cleanup()
+            finally:
+                cls.redis.cleanup()
+        super().tearDownClass()
+
+
 def run_swaks(args, timeout=60):
     """Runs swaks with args; returns CompletedProcess (text, stdout and stderr)."""
     return subprocess.run([SWAKS] + args, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, errors="replace", timeout=timeout)
+
+
+# ---------------------------------------------------------------- DNS (dnsmasq)
+# Added for tests/integration/test_domain_check.py (the DKIM/SPF/DMARC domain check and the
+# DKIM DNS watcher); kept apart from the rest of the harness.
+
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+DNS_TYPE_TXT = 16
+
+
+def free_udp_tcp_port():
+    """A port on 127.0.0.1 free for both UDP and TCP a moment ago (a DNS server needs both)."""
+    for _ in range(50):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            u.bind((HOST, 0))
+            port = u.getsockname()[1]
+            t.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+            t.close()
+    raise AssertionError("no port free for both UDP and TCP on 127.0.0.1")
+
+
+def dns_query(port, name, qtype=DNS_TYPE_TXT, timeout=2.0):
+    """One plain UDP query to 127.0.0.1:port; returns (rcode, [TXT strings joined, ...]) or
+    raises socket.timeout. For readiness probes and assertions, not a resolver."""
+    import struct
+    qid = int.from_bytes(os.urandom(2), "big")
+    qname = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    query = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(query, (HOST, port))
+        deadline = time.monotonic() + timeout
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            data = s.recv(65535)
+            if len(data) >= 12 and data[:2] == query[:2]:
+                break
+    finally:
+        s.close()
+    rcode, ancount = data[3] & 15, struct.unpack(">H", data[6:8])[0]
+    at = 12 + len(qname) + 4
+    texts = []
+    for _ in range(ancount):
+        while data[at] not in (0,) and data[at] < 0xC0:
+            at += 1 + data[at]
+        at += 2 if data[at] >= 0xC0 else 1
+        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", data[at:at + 10])
+        at += 10
+        rdata, at = data[at:at + rdlen], at + rdlen
+        if rtype == DNS_TYPE_TXT:
+            parts, k = [], 0
+            while k < len(rdata):
+                parts.append(rdata[k + 1:k + 1 + rdata[k]])
+                k += 1 + rdata[k]
+            texts.append(b"".join(parts).decode("latin-1"))
+    return rcode, texts
+
+
+class Dnsmasq:
+    """A dnsmasq on 127.0.0.1:<port> (UDP and TCP) serving the records it is given.
+
+    txt: {name: value or [string, ...]}, or a list of (name, value or [strings]) pairs for
+    several records at one name; a value longer than 255 octets is split by dnsmasq.
+    local: zones answered here only (NXDOMAIN / NODATA for what is not listed, instead of
+    REFUSED for want of an upstream). servers: {zone: "ADDR#PORT"} forwarded zones.
+    extra: more dnsmasq config lines (mx-host=..., address=...).
+    The records go into a config file (so values may hold ',', ';' and '"'); restart() with
+    new records keeps the port. Stopped by its pid."""
+
+    def __init__(self, txt=(), local=(), servers=None, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="pst-dnsmasq-")
+        self.conf = os.path.join(self.dir, "dnsmasq.conf")
+        self.log_path = os.path.join(self.dir, "dnsmasq.log")
+        self.port = free_udp_tcp_port()
+        self.proc = None
+        self.log_file = None
+        self.set_records(txt, local, servers, extra)
+
+    @property
+    def address(self):
+        return f"{HOST}:{self.port}"
+
+    @staticmethod
+    def _quote(s):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def set_records(self, txt=(), local=(), servers=None, extra=()):
+        pairs = list(txt.items()) if isinstance(txt, dict) else list(txt)
+        lines = []
+        for name, value in pairs:
+            strings = [value] if isinstance(value, str) else list(value)
+            lines.append(f"txt-record={name}," + ",".join(self._quote(s) for s in strings))
+        lines += [f"local=/{zone}/" for zone in local]
+        lines += [f"server=/{zone}/{addr}" for zone, addr in (servers or {}).items()]
+        lines += list(extra)
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout=10.0):
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [DNSMASQ, "--no-daemon", f"--port={self.port}", f"--listen-address={HOST}",
+             "--bind-interfaces", "--no-resolv", "--no-hosts", "--pid-file=",
+             f"--conf-file={self.conf}", "--log-facility=-"],
+            stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dnsmasq exited with {self.proc.returncode}: "
+                                     f"{self.log_tail()}")
+            try:
+                dns_query(self.port, "ready.probe.invalid", timeout=0.3)
+                return True
+            except OSError:
+                return False
+
+        wait_for(ready, timeout, what=f"dnsmasq on {self.address} to answer")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, 10.0)
+            self.proc = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def restart(self, txt=(), local=(), servers=None, extra=(), timeout=10.0):
+        """Stops, writes the new records, starts again on the same port."""
+        self.stop()
+        self.set_records(txt, local, servers, extra)
+        return self.start(timeout)
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,8 +9,8 @@ purpose; the max_errors limit has its own test in test_limits.py)."""
 import re
 import unittest
 
-from harness import (HOSTNAME, PostinoTestCase, b64, dot_stuff, make_message, plain_response,
-                     split_received)
+from harness import (HOSTNAME, SharedPostinoTestCase, b64, dot_stuff, make_message,
+                     plain_response, split_received)
 
 USER, PW = "proto", "proto-secret-1"
 SENDER = "proto@proto.example"
@@ -18,31 +18,11 @@ MAX_SIZE = 64 * 1024
 ENHANCED_RE = re.compile(r"^(\d)\d\d[ -](\d)\.\d{1,3}\.\d{1,3}( |$)")
 
 
-class ProtocolTest(PostinoTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = cls.start_redis()
-        try:
-            cls.postino = cls.start_postino(
-                redis=cls.redis, auth_cleartext_loopback="yes", max_recipients=3,
-                max_message_size="64K", max_received_headers=5, auth_max_failures_ip=1000,
-                max_errors=1000)
-            try:
-                cls.postino.add_user(USER, ["proto.example"], PW)
-            except BaseException:
-                cls.postino.cleanup()
-                raise
-        except BaseException:
-            cls.redis.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.postino.stop()
-        finally:
-            cls.postino.cleanup()
-            cls.redis.cleanup()
+class ProtocolTest(SharedPostinoTestCase):
+    postino_settings = dict(auth_cleartext_loopback="yes", max_recipients=3,
+                            max_message_size="64K", max_received_headers=5,
+                            auth_max_failures_ip=1000, max_errors=1000)
+    postino_users = ((USER, ["proto.example"], PW),)
 
     def setUp(self):
         self.redis.clear_auth_failures()

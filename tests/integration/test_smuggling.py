@@ -8,7 +8,7 @@ to the smuggled commands, nothing queued. Commands ended by a bare LF or holding
 One redis-server and one postino (auth_cleartext_loopback = yes) are shared by the class."""
 import unittest
 
-from harness import PostinoTestCase, plain_response
+from harness import SharedPostinoTestCase, plain_response
 
 USER, PW = "smug", "smug-secret-12"
 OWNED = "owned.example"
@@ -22,29 +22,9 @@ SMUGGLED = (f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<x@y.example>\r\nDATA\r\n"
 REAL_END = b"\r\n.\r\n"
 
 
-class SmugglingTest(PostinoTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = cls.start_redis()
-        try:
-            cls.postino = cls.start_postino(redis=cls.redis, auth_cleartext_loopback="yes",
-                                            max_errors=1000)
-            try:
-                cls.postino.add_user(USER, [OWNED], PW)
-            except BaseException:
-                cls.postino.cleanup()
-                raise
-        except BaseException:
-            cls.redis.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.postino.stop()
-        finally:
-            cls.postino.cleanup()
-            cls.redis.cleanup()
+class SmugglingTest(SharedPostinoTestCase):
+    postino_settings = dict(auth_cleartext_loopback="yes", max_errors=1000)
+    postino_users = ((USER, [OWNED], PW),)
 
     def counts(self):
         stat = self.redis.hgetall("pst:stat")

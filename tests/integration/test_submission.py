@@ -11,39 +11,20 @@ import smtplib
 import threading
 import unittest
 
-from harness import (HOST, HOSTNAME, SWAKS, PostinoTestCase, Reply, b64, client_tls_context,
-                     dot_stuff, make_message, plain_response, queue_id, run_swaks,
-                     split_received)
+from harness import (HOST, HOSTNAME, SWAKS, Reply, SharedPostinoTestCase, b64,
+                     client_tls_context, dot_stuff, make_message, plain_response, queue_id,
+                     run_swaks, split_received)
 
 ALICE, ALICE_PW = "alice", "alice-secret-1"
 BOB, BOB_PW = "bob", "bob-secret-12"
 CAROL, CAROL_PW = "carol", "carol-secret-1"  # --only-net 10.0.0.0/8
 
 
-class SubmissionTest(PostinoTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = cls.start_redis()
-        try:
-            cls.postino = cls.start_postino(redis=cls.redis, auth_max_failures_ip=1000)
-            try:
-                cls.postino.add_user(ALICE, ["example.com", "Example.NET"], ALICE_PW)
-                cls.postino.add_user(BOB, ["bob.test"], BOB_PW)
-                cls.postino.add_user(CAROL, ["carol.test"], CAROL_PW, only_net=["10.0.0.0/8"])
-            except BaseException:
-                cls.postino.cleanup()
-                raise
-        except BaseException:
-            cls.redis.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.postino.stop()
-        finally:
-            cls.postino.cleanup()
-            cls.redis.cleanup()
+class SubmissionTest(SharedPostinoTestCase):
+    postino_settings = dict(auth_max_failures_ip=1000)
+    postino_users = ((ALICE, ["example.com", "Example.NET"], ALICE_PW),
+                     (BOB, ["bob.test"], BOB_PW),
+                     (CAROL, ["carol.test"], CAROL_PW, dict(only_net=["10.0.0.0/8"])))
 
     def setUp(self):
         # AUTH failures of earlier tests must not slow down (growing delays) or lock this one

@@ -19,7 +19,12 @@ then runs POSTINO_BUILD/tools/loadgen with STARTTLS and AUTH PLAIN against it an
     messages Postino counted as queued in pst:stat),
   - `openssl speed -seconds 3 -multi <cores> rsa2048` signatures/s, before anything else runs,
     and the ratio of the end-to-end rate to it (each message will need one RSA-2048 DKIM
-    signature).
+    signature);
+  - DKIM signing alone, right after openssl speed and before anything else starts:
+    POSTINO_BUILD/tools/dkimbench -n -r 1 -s <--dkim-seconds> (dksign_message() on one thread
+    per core, whole 5 KB messages, rsa-sha256, ed25519-sha256 and both), and each rate's ratio
+    to the openssl rsa2048 rate above (dkimbench cannot take that rate as input, so -n keeps it
+    from running openssl speed a second time; its own line is printed as it ran).
 Delivery does not exist yet: "end to end" is submission only, and the table says so.
 With --idle-sessions N it also opens N idle cleartext sessions (connected, EHLO answered) and
 reports postino's total RSS with them open.
@@ -50,6 +55,7 @@ DOMAIN = "example.com"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 LOADGEN_LINE = re.compile(r"^loadgen: sent=\d+ .*$", re.M)
+DKIMBENCH_LINE = re.compile(r"^dkimbench: rsa_msgs_per_s=.*$", re.M)
 
 
 class BenchError(Exception):
@@ -418,6 +424,35 @@ def openssl_speed(cores, seconds=3):
                      f"{out[-300:]!r}")
 
 
+# ---------------------------------------------------------------- dkimbench
+
+
+def dkimbench(binary, cores, seconds):
+    """Runs dkimbench for one round of `seconds` per algorithm on `cores` threads, without its
+    own openssl speed (-n). Returns {key: float} from its last line; BenchError when it fails."""
+    argv = [binary, "-n", "-r", "1", "-s", f"{seconds:g}", "-t", str(cores)]
+    print("bench: " + " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a
+                               for a in argv), flush=True)
+    limit = 4 * seconds + 60  # rsa, ed25519, both and the bare EVP run, plus key generation
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"dkimbench did not finish within {limit:.0f} s") from e
+    except OSError as e:
+        raise BenchError(f"cannot run dkimbench: {e}") from e
+    for line in (p.stdout + p.stderr).splitlines():
+        print("  " + line)
+    print("bench: (dkimbench's openssl figures are 0 with -n: the table's ratios use the "
+          "openssl speed run above)")
+    m = None
+    for m in DKIMBENCH_LINE.finditer(p.stdout):
+        pass
+    if p.returncode != 0 or m is None:
+        raise BenchError(f"dkimbench: exit {p.returncode}"
+                         + ("" if m else ", no summary line"))
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", m.group(0))}
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -461,7 +496,8 @@ def run(args, tmp, procs, results):
     postino = os.path.join(build_dir, "postino")
     postinoctl = os.path.join(build_dir, "postinoctl")
     loadgen = os.path.join(build_dir, "tools", "loadgen")
-    for b in (postino, postinoctl, loadgen):
+    dkimbench_bin = os.path.join(build_dir, "tools", "dkimbench")
+    for b in (postino, postinoctl, loadgen) + ((dkimbench_bin,) if args.dkim_seconds else ()):
         if not os.access(b, os.X_OK):
             raise BenchError(f"{b} is missing: run make first")
     redis_server = shutil.which("redis-server")
@@ -478,6 +514,12 @@ def run(args, tmp, procs, results):
     # RSA signing speed first, while nothing else runs
     print(f"bench: openssl speed -seconds 3 -multi {cores} rsa2048 ...", flush=True)
     results["sign_per_s"] = openssl_speed(cores)
+    if args.dkim_seconds:
+        try:
+            results["dkim"] = dkimbench(dkimbench_bin, cores, args.dkim_seconds)
+        except BenchError as e:  # the submission figures are still worth having
+            results["dkim_error"] = str(e)
+            print(f"bench: FAILED: {e}", file=sys.stderr)
 
     redis_sock = os.path.join(tmp, "redis.sock")
     redis = Proc("redis-server", [
@@ -609,8 +651,20 @@ def print_table(args, results):
         ("redis peak RSS (MiB)", f"{results.get('redis_hwm_kb', 0) / 1024:.1f}"),
         ("Redis bytes per queued message", f"{results.get('redis_bytes_per_msg', 0):.0f}"),
         (f"openssl rsa2048 sign/s ({results.get('cores', 0)} processes)", fmt_rate(sign)),
-        ("end-to-end rate / sign rate", f"{(rate / sign if sign else 0):.4f}"),
     ]
+    if "dkim" in results:
+        dk = results["dkim"]
+        for key, label in (("rsa", "rsa-sha256"), ("ed25519", "ed25519-sha256"),
+                           ("both", "rsa-sha256 + ed25519-sha256")):
+            value = dk.get(f"{key}_msgs_per_s", 0.0)
+            rows += [
+                (f"DKIM signing msgs/s, {label} ({results.get('cores', 0)} threads)",
+                 fmt_rate(value)),
+                ("  ratio to openssl rsa2048 sign/s", f"{(value / sign if sign else 0):.4f}"),
+            ]
+    elif "dkim_error" in results:
+        rows.append(("DKIM signing (dkimbench)", "FAILED"))
+    rows.append(("end-to-end rate / sign rate", f"{(rate / sign if sign else 0):.4f}"))
     if "idle" in results:
         n, before, with_idle = results["idle"]
         rows += [
@@ -647,12 +701,15 @@ def main():
                     help="also measure postino's RSS with N idle cleartext sessions open")
     ap.add_argument("--max-seconds", type=float, default=0,
                     help="bound on loadgen's run (default 120 + 0.05 s per message)")
+    ap.add_argument("--dkim-seconds", type=float, default=3,
+                    help="seconds per algorithm of the dkimbench run (default 3; 0 skips it)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
     if args.count < 1 or args.size < 256 or args.concurrency < 1 or args.per_session < 1 \
-            or args.idle_sessions < 0:
+            or args.idle_sessions < 0 or not (args.dkim_seconds == 0 or
+                                              0.1 <= args.dkim_seconds <= 3600):
         ap.error("--count, --concurrency, --per-session >= 1, --size >= 256, "
-                 "--idle-sessions >= 0")
+                 "--idle-sessions >= 0, --dkim-seconds 0 or 0.1 to 3600")
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # unwinds through the finally block that stops everything
@@ -666,6 +723,8 @@ def main():
         if results.get("loadgen_rc") != 0:
             failed = True
             print("bench: loadgen reports messages that were not accepted", file=sys.stderr)
+        if "dkim_error" in results:
+            failed = True
     except BenchError as e:
         failed = True
         print(f"bench: FAILED: {e}", file=sys.stderr)
