@@ -69,8 +69,8 @@ $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libpostino.a
 deps:
 	./deploy/install-deps.sh
 
-unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+unit: $(UNIT_BIN) $(TOOL_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; POSTINO_BUILD=$(BUILD) $$t; done
 
 integration: all
 	POSTINO_BUILD=$(BUILD) $(PYTHON) -m unittest discover -v -s tests/integration -p 'test_*.py'
@@ -87,7 +87,7 @@ bench: all
 FUZZ_SECONDS ?= 30
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_DEPS    := relay/buf.c relay/smtp_parse.c relay/header.c relay/data_reader.c relay/dns.c
+FUZZ_DEPS    := relay/buf.c relay/smtp_parse.c relay/header.c relay/data_reader.c relay/dns.c relay/smtp_reply.c
 
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p build/fuzz

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 static enum log_level log_min = LOG_LEVEL_INFO;
 static char log_proc[24] = "main";
 
@@ -31,6 +33,17 @@ int log_level_parse(const char *s, enum log_level *out)
 		}
 	}
 	return -1;
+}
+
+uint64_t log_id_new(void)
+{
+	uint64_t v = 0;
+	if (RAND_bytes((unsigned char *)&v, sizeof v) != 1) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		v = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)getpid();
+	}
+	return v;
 }
 
 int log_enabled(enum log_level lvl)

@@ -25,6 +25,10 @@ void log_write(enum log_level lvl, uint64_t id, const char *fmt, ...)
 #define log_warn(id, ...)  log_write(LOG_LEVEL_WARNING, (id), __VA_ARGS__)
 #define log_error(id, ...) log_write(LOG_LEVEL_ERROR, (id), __VA_ARGS__)
 
+/* A new random 64-bit id for a session, connection or message (RAND_bytes; a clock and pid
+ * mix only if the OS entropy source fails). */
+uint64_t log_id_new(void);
+
 /* True when lvl would be written (to skip building costly arguments). */
 int log_enabled(enum log_level lvl);
 

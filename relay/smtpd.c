@@ -249,18 +249,6 @@ static struct smtpd_session *registry_find(struct smtpd_registry *r, uint64_t ha
 
 /* ---- small helpers ---- */
 
-static uint64_t random_id(void)
-{
-	uint64_t v = 0;
-	if (RAND_bytes((unsigned char *)&v, sizeof v) != 1) {
-		/* RAND_bytes fails only when the OS entropy source is broken */
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		v = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)getpid();
-	}
-	return v;
-}
-
 static uint64_t now_seconds(void)
 {
 	struct timespec ts;
@@ -850,7 +838,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *c)
 		return;
 	}
 	s->mail = m;
-	uint64_t q = random_id();
+	uint64_t q = log_id_new();
 	snprintf(s->qid, sizeof s->qid, "%016llx", (unsigned long long)q);
 	session_set_state(s, SMTPD_STATE_MAIL);
 	reply(s, "250 2.1.0 Ok");
@@ -1651,7 +1639,7 @@ void smtpd_accept(struct server *srv, int fd, const struct sockaddr *sa, int sal
 	s->admitted = true;
 	s->srv = srv;
 	s->fd = fd;
-	s->id = random_id();
+	s->id = log_id_new();
 	memcpy(&s->peer, sa, (size_t)salen < sizeof s->peer ? (size_t)salen : sizeof s->peer);
 	s->peerlen = salen;
 	if (sa->sa_family == AF_INET)

@@ -1,7 +1,13 @@
 /*
  * smtpsink.c: an SMTP server that accepts mail, counts it and throws it away: the remote MX of
  * Postino's delivery benchmarks and tests. It can be slow (--delay-ms before every reply) and
- * fail on purpose (--reply-rcpt, --reply-data, --fail-rate).
+ * fail on purpose (--reply-rcpt, --reply-data, --fail-rate), answer each recipient by its
+ * local part (--rcpt-rule, --rcpt-by-name), stall the reply to the final dot (--stall-data),
+ * drop the connection right after it (--drop-after-dot), leave PIPELINING or STARTTLS out of
+ * its EHLO reply (--no-pipelining, which also refuses a client that pipelines anyway;
+ * --no-starttls), refuse EHLO so that clients fall back to HELO (--no-ehlo), send cleartext
+ * after its 220 to STARTTLS (--tls-garbage, the injection a client must discard), and keep
+ * every accepted message (--save DIR).
  *
  * RFC 5321 (SMTP), 3207 (STARTTLS), 2920 (PIPELINING), 1870 (SIZE), 6152 (8BITMIME),
  * 2034 + 3463 (enhanced status codes).
@@ -23,6 +29,12 @@
  * than 998 octets or more than --max-size octets is refused at its end with 5xx. Every
  * peer-controlled quantity is bounded: line length, recipients per message, 5xx replies per
  * session, buffered replies, idle time (--timeout), connections (--max-sessions).
+ *
+ * --save DIR writes each message it accepts (and, with --drop-after-dot, each it drops after)
+ * as DIR/NNNNNN.eml, the content octets after dot-unstuffing, and DIR/NNNNNN.env, its
+ * envelope ("MAIL FROM:<a>" then one "RCPT TO:<b>" per accepted recipient, LF after each),
+ * NNNNNN counting from 000001 in the order the final dots arrived. Both are complete before
+ * the reply leaves (written to NAME.tmp, then renamed).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -55,6 +67,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "relay/buf.h"
+
 #define SINK_LINE_MAX      4096 /* command line octets, without CRLF */
 #define SINK_TEXT_LINE_MAX 998  /* RFC 5322 2.1.1: message line octets, without CRLF */
 #define SINK_REPLY_MAX     1024 /* one (possibly multi-line) reply */
@@ -66,6 +80,8 @@
 #define SINK_INPUT_MAX     (256 * 1024) /* read high watermark */
 #define SINK_STATS_MS      20
 #define SINK_DEFAULT_SIZE  (50u << 20)
+#define SINK_RULES_MAX     16 /* --rcpt-rule */
+#define SINK_PREFIX_MAX    64 /* a --rcpt-rule local part prefix */
 
 enum sink_state {
 	SINK_STATE_HANDSHAKE,  /* TLS handshake after STARTTLS */
@@ -93,6 +109,12 @@ enum data_state {
 
 enum sink_after { SINK_AFTER_NONE, SINK_AFTER_CLOSE, SINK_AFTER_STARTTLS };
 
+/* --rcpt-rule PREFIX=REPLY: recipients whose local part starts with PREFIX get REPLY. */
+struct sink_rule {
+	char prefix[SINK_PREFIX_MAX + 1];
+	const char *reply;
+};
+
 struct sink_options {
 	const char *listen;
 	const char *hostname;
@@ -108,6 +130,15 @@ struct sink_options {
 	uint64_t max_sessions;
 	uint64_t seed;
 	bool verbose;
+	struct sink_rule rules[SINK_RULES_MAX];
+	size_t nrules;
+	uint64_t stall_data; /* seconds before the reply to the final dot */
+	bool drop_after_dot;
+	bool no_pipelining;
+	bool no_starttls;
+	bool tls_garbage;
+	bool no_ehlo;
+	const char *save;
 };
 
 struct sink_session;
@@ -129,6 +160,7 @@ struct sink {
 	int64_t stats_written_ms; /* monotonic */
 	uint64_t rng;
 	struct event *sigint, *sigterm;
+	uint64_t saved; /* --save: messages written so far */
 };
 
 struct sink_session {
@@ -145,6 +177,10 @@ struct sink_session {
 	int errors;
 	/* transaction */
 	unsigned rcpts_total, rcpts_accepted;
+	struct buf envelope; /* --save: "MAIL FROM:<a>\n" "RCPT TO:<b>\n"... */
+	struct buf content;  /* --save: the message after unstuffing */
+	bool content_failed; /* --save: content did not fit in memory */
+	bool stall_next;     /* the next reply waits --stall-data more */
 	/* DATA */
 	enum data_state ds;
 	uint64_t data_bytes;
@@ -162,6 +198,7 @@ struct sink_session {
 };
 
 static void session_process(struct sink_session *s);
+static void session_end(struct sink_session *s);
 
 /* ---- helpers ---- */
 
@@ -378,14 +415,18 @@ static void reply_queue(struct sink_session *s, size_t len, enum sink_after afte
 	s->pending[len++] = '\n';
 	s->pending_len = len;
 	s->pending_after = after;
-	if (k->opt.delay_ms == 0) {
+	uint64_t delay_ms = k->opt.delay_ms;
+	if (s->stall_next) {
+		delay_ms += k->opt.stall_data * 1000;
+		s->stall_next = false;
+	}
+	if (delay_ms == 0) {
 		reply_emit(s);
 		return;
 	}
 	s->delaying = true;
 	bufferevent_disable(s->bev, EV_READ);
-	struct timeval tv = {(time_t)(k->opt.delay_ms / 1000),
-	                     (suseconds_t)(k->opt.delay_ms % 1000) * 1000};
+	struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)(delay_ms % 1000) * 1000};
 	evtimer_add(s->delay, &tv);
 }
 
@@ -442,6 +483,9 @@ static void transaction_reset(struct sink_session *s)
 {
 	s->rcpts_total = 0;
 	s->rcpts_accepted = 0;
+	buf_reset(&s->envelope);
+	buf_reset(&s->content);
+	s->content_failed = false;
 }
 
 /* One octet of message content (after unstuffing): counts it, checks line ends and lengths. */
@@ -449,6 +493,9 @@ static void data_octet(struct sink_session *s, unsigned char c)
 {
 	if (++s->data_bytes > s->sink->opt.max_size)
 		s->too_big = true;
+	else if (s->sink->opt.save != NULL && !s->content_failed &&
+	         buf_append(&s->content, &c, 1) == -1)
+		s->content_failed = true;
 	if (c == '\n') {
 		if (s->ds == DATA_CR) {
 			s->ds = DATA_LINE_START;
@@ -528,6 +575,56 @@ static bool data_feed(struct sink_session *s)
 	return done;
 }
 
+/* Writes dir/name from data[0..len) through dir/name.tmp and a rename. Returns 0 or -1. */
+static int file_write(const char *dir, const char *name, const char *data, size_t len)
+{
+	char path[4200], tmp[4210];
+	int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= sizeof path)
+		return -1;
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd == -1)
+		return -1;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, data + off, len - off);
+		if (w <= 0) {
+			close(fd);
+			unlink(tmp);
+			return -1;
+		}
+		off += (size_t)w;
+	}
+	if (close(fd) == -1 || rename(tmp, path) == -1) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+/* --save: the message just ended, as NNNNNN.eml and NNNNNN.env. */
+static void message_save(struct sink_session *s)
+{
+	struct sink *k = s->sink;
+	char name[32];
+	if (s->content_failed) {
+		fprintf(stderr, "smtpsink: --save: message too big for memory, not saved\n");
+		return;
+	}
+	k->saved++;
+	snprintf(name, sizeof name, "%06" PRIu64 ".eml", k->saved);
+	int rc =
+	    file_write(k->opt.save, name, s->content.data ? s->content.data : "", s->content.len);
+	snprintf(name, sizeof name, "%06" PRIu64 ".env", k->saved);
+	if (rc == 0)
+		rc = file_write(k->opt.save, name, s->envelope.data ? s->envelope.data : "",
+		                s->envelope.len);
+	if (rc == -1)
+		fprintf(stderr, "smtpsink: --save %s: cannot write %s: %s\n", k->opt.save, name,
+		        strerror(errno));
+}
+
 static void data_end(struct sink_session *s)
 {
 	const struct sink_options *o = &s->sink->opt;
@@ -550,6 +647,17 @@ static void data_end(struct sink_session *s)
 		snprintf(ok, sizeof ok, "250 2.0.0 Ok: queued as %016" PRIx64, rng_next(s->sink));
 		text = ok;
 	}
+	bool clean = !s->too_big && !s->bare && !s->too_long;
+	if (o->save != NULL && (text[0] == '2' || (o->drop_after_dot && clean)))
+		message_save(s);
+	if (o->drop_after_dot && clean) {
+		if (o->verbose)
+			fprintf(stderr, "smtpsink: session=%" PRIu64 " event=drop_after_dot\n",
+			        s->id);
+		transaction_reset(s);
+		session_end(s);
+		return;
+	}
 	if (text[0] == '2') {
 		s->pending_accept = true;
 		s->pending_rcpts = s->rcpts_accepted;
@@ -559,6 +667,7 @@ static void data_end(struct sink_session *s)
 	}
 	transaction_reset(s);
 	session_set_state(s, SINK_STATE_READY);
+	s->stall_next = o->stall_data > 0;
 	if (configured)
 		reply_configured(s, text);
 	else
@@ -587,11 +696,20 @@ static const char *path_parse(const char *arg, const char *prefix, size_t *addr_
 	return p + 1;
 }
 
+static bool starttls_offered(const struct sink_session *s)
+{
+	return s->sink->tls != NULL && !s->tls && !s->sink->opt.no_starttls;
+}
+
 static void cmd_ehlo(struct sink_session *s, const char *arg, bool esmtp)
 {
 	struct sink *k = s->sink;
 	if (*arg == '\0') {
 		reply(s, SINK_AFTER_NONE, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	if (esmtp && k->opt.no_ehlo) {
+		reply(s, SINK_AFTER_NONE, "502 5.5.2 EHLO not supported, say HELO");
 		return;
 	}
 	transaction_reset(s);
@@ -601,10 +719,10 @@ static void cmd_ehlo(struct sink_session *s, const char *arg, bool esmtp)
 		return;
 	}
 	reply(s, SINK_AFTER_NONE,
-	      "250-%s Hello %.64s\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE %" PRIu64
+	      "250-%s Hello %.64s\r\n%s250-8BITMIME\r\n250-SIZE %" PRIu64
 	      "\r\n250-ENHANCEDSTATUSCODES\r\n%s250 SMTPUTF8",
-	      k->opt.hostname, arg, k->opt.max_size,
-	      k->tls != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
+	      k->opt.hostname, arg, k->opt.no_pipelining ? "" : "250-PIPELINING\r\n",
+	      k->opt.max_size, starttls_offered(s) ? "250-STARTTLS\r\n" : "");
 }
 
 static void cmd_mail(struct sink_session *s, const char *arg)
@@ -619,7 +737,8 @@ static void cmd_mail(struct sink_session *s, const char *arg)
 	}
 	size_t alen;
 	const char *params;
-	if (path_parse(arg, "FROM:", &alen, &params) == NULL) {
+	const char *from = path_parse(arg, "FROM:", &alen, &params);
+	if (from == NULL) {
 		reply(s, SINK_AFTER_NONE, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return;
 	}
@@ -641,8 +760,24 @@ static void cmd_mail(struct sink_session *s, const char *arg)
 		}
 	}
 	transaction_reset(s);
+	if (s->sink->opt.save != NULL)
+		buf_printf(&s->envelope, "MAIL FROM:<%.*s>\n", (int)alen, from);
 	session_set_state(s, SINK_STATE_MAIL);
 	reply(s, SINK_AFTER_NONE, "250 2.1.0 Ok");
+}
+
+/* The reply of the first --rcpt-rule whose prefix starts the local part (ASCII case
+ * ignored), or NULL. */
+static const char *rule_reply(const struct sink_options *o, const char *addr, size_t len)
+{
+	const char *at = memchr(addr, '@', len);
+	size_t local = at ? (size_t)(at - addr) : len;
+	for (size_t i = 0; i < o->nrules; i++) {
+		size_t pl = strlen(o->rules[i].prefix);
+		if (pl <= local && strncasecmp(addr, o->rules[i].prefix, pl) == 0)
+			return o->rules[i].reply;
+	}
+	return NULL;
 }
 
 static void cmd_rcpt(struct sink_session *s, const char *arg)
@@ -653,7 +788,8 @@ static void cmd_rcpt(struct sink_session *s, const char *arg)
 	}
 	size_t alen;
 	const char *params;
-	if (path_parse(arg, "TO:", &alen, &params) == NULL || alen == 0) {
+	const char *addr = path_parse(arg, "TO:", &alen, &params);
+	if (addr == NULL || alen == 0) {
 		reply(s, SINK_AFTER_NONE, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
@@ -663,9 +799,14 @@ static void cmd_rcpt(struct sink_session *s, const char *arg)
 	}
 	s->rcpts_total++;
 	session_set_state(s, SINK_STATE_RCPT);
-	const char *custom = s->sink->opt.reply_rcpt;
-	if (custom == NULL || custom[0] == '2')
+	const char *custom = rule_reply(&s->sink->opt, addr, alen);
+	if (custom == NULL)
+		custom = s->sink->opt.reply_rcpt;
+	if (custom == NULL || custom[0] == '2') {
 		s->rcpts_accepted++;
+		if (s->sink->opt.save != NULL)
+			buf_printf(&s->envelope, "RCPT TO:<%.*s>\n", (int)alen, addr);
+	}
 	if (custom != NULL)
 		reply_configured(s, custom);
 	else
@@ -696,7 +837,7 @@ static void cmd_data(struct sink_session *s, const char *arg)
 
 static void cmd_starttls(struct sink_session *s, const char *arg)
 {
-	if (s->sink->tls == NULL) {
+	if (s->sink->tls == NULL || s->sink->opt.no_starttls) {
 		reply(s, SINK_AFTER_NONE, "502 5.5.1 STARTTLS not available");
 	} else if (s->tls) {
 		reply(s, SINK_AFTER_NONE, "503 5.5.1 TLS already active");
@@ -705,7 +846,11 @@ static void cmd_starttls(struct sink_session *s, const char *arg)
 	} else if (s->state != SINK_STATE_READY) {
 		reply(s, SINK_AFTER_NONE, "503 5.5.1 Send EHLO first, and no mail transaction");
 	} else {
-		reply(s, SINK_AFTER_STARTTLS, "220 2.0.0 Ready to start TLS");
+		reply(s, SINK_AFTER_STARTTLS,
+		      s->sink->opt.tls_garbage
+		          ? "220 2.0.0 Ready to start TLS\r\n250-PIPELINING\r\n250 injected in "
+		            "cleartext"
+		          : "220 2.0.0 Ready to start TLS");
 	}
 }
 
@@ -849,6 +994,18 @@ static void session_process(struct sink_session *s)
 			reply(s, SINK_AFTER_NONE, "500 5.5.2 Bare CR, bare LF or NUL in command");
 			break;
 		case LINE_OK:
+			if (s->sink->opt.no_pipelining && evbuffer_get_length(in) > 0) {
+				/* PIPELINING was not offered: a client must wait for each reply */
+				if (s->sink->opt.verbose)
+					fprintf(stderr,
+					        "smtpsink: session=%" PRIu64
+					        " event=improper_pipelining"
+					        " text=\"%.*s\"\n",
+					        s->id, (int)(len > 200 ? 200 : len), line);
+				reply(s, SINK_AFTER_CLOSE,
+				      "554 5.5.0 Improper use of SMTP command pipelining");
+				return;
+			}
 			dispatch(s, line, len);
 			break;
 		}
@@ -870,6 +1027,8 @@ static void session_free(struct sink_session *s)
 		evutil_closesocket(s->fd);
 	event_free(s->kick);
 	event_free(s->delay);
+	buf_free(&s->envelope);
+	buf_free(&s->content);
 	free(s);
 }
 
@@ -1070,11 +1229,48 @@ static void usage(void)
 	        "  --max-sessions N     simultaneous connections; more get 421 (default 10000)\n"
 	        "  --stats FILE         keep FILE up to date with the tallies\n"
 	        "  --seed N             seed of --fail-rate's random choices\n"
+	        "  --rcpt-rule P=TEXT   answer RCPT with TEXT when the local part starts with P\n"
+	        "                       (ASCII case ignored; first match wins; up to 16 rules;\n"
+	        "                       before --reply-rcpt)\n"
+	        "  --rcpt-by-name       the rules defer=\"450 4.2.1 ...\" and reject=\"550 5.1.1 "
+	        "...\"\n"
+	        "                       (after any --rcpt-rule)\n"
+	        "  --stall-data S       wait S more seconds before answering the final dot\n"
+	        "  --drop-after-dot     close the connection at the final dot, without a reply\n"
+	        "  --no-pipelining      leave PIPELINING out of EHLO and answer a client that\n"
+	        "                       pipelines anyway with 554 and close\n"
+	        "  --no-starttls        leave STARTTLS out of EHLO (and refuse it) even with a\n"
+	        "                       certificate\n"
+	        "  --tls-garbage        send cleartext lines right after the 220 to STARTTLS\n"
+	        "  --no-ehlo            answer EHLO with 502 (clients fall back to HELO)\n"
+	        "  --save DIR           write each accepted message to DIR (see the file's top)\n"
 	        "  --verbose            log commands, replies and state changes on stderr\n");
+}
+
+/* Adds a --rcpt-rule "PREFIX=REPLY". Returns NULL or what is wrong. */
+static const char *rule_add(struct sink_options *o, const char *text)
+{
+	const char *eq = strchr(text, '=');
+	if (o->nrules >= SINK_RULES_MAX)
+		return "--rcpt-rule: at most 16 rules";
+	if (eq == NULL || eq == text || (size_t)(eq - text) > SINK_PREFIX_MAX)
+		return "--rcpt-rule: want PREFIX=REPLY, PREFIX 1..64 octets";
+	for (const char *p = text; p < eq; p++)
+		if ((unsigned char)*p <= ' ' || *p == '@' || *p == '<' || *p == '>' || *p == 0x7f)
+			return "--rcpt-rule: PREFIX is a local part's start: no spaces, '@' or "
+			       "'<>'";
+	if (!reply_valid(eq + 1))
+		return "--rcpt-rule: want PREFIX=\"DDD text\"";
+	struct sink_rule *r = &o->rules[o->nrules++];
+	memcpy(r->prefix, text, (size_t)(eq - text));
+	r->prefix[eq - text] = '\0';
+	r->reply = eq + 1;
+	return NULL;
 }
 
 static int options_parse(int argc, char **argv, struct sink_options *o)
 {
+	bool by_name = false;
 	*o = (struct sink_options){
 	    .listen = "127.0.0.1:2525",
 	    .hostname = "sink.test",
@@ -1101,6 +1297,15 @@ static int options_parse(int argc, char **argv, struct sink_options *o)
 		OPT_SEED,
 		OPT_VERBOSE,
 		OPT_HELP,
+		OPT_RCPT_RULE,
+		OPT_RCPT_BY_NAME,
+		OPT_STALL_DATA,
+		OPT_DROP_AFTER_DOT,
+		OPT_NO_PIPELINING,
+		OPT_NO_STARTTLS,
+		OPT_TLS_GARBAGE,
+		OPT_SAVE,
+		OPT_NO_EHLO,
 	};
 	static const struct option longopts[] = {
 	    {"listen", required_argument, NULL, OPT_LISTEN},
@@ -1118,6 +1323,15 @@ static int options_parse(int argc, char **argv, struct sink_options *o)
 	    {"stats", required_argument, NULL, OPT_STATS},
 	    {"seed", required_argument, NULL, OPT_SEED},
 	    {"verbose", no_argument, NULL, OPT_VERBOSE},
+	    {"rcpt-rule", required_argument, NULL, OPT_RCPT_RULE},
+	    {"rcpt-by-name", no_argument, NULL, OPT_RCPT_BY_NAME},
+	    {"stall-data", required_argument, NULL, OPT_STALL_DATA},
+	    {"drop-after-dot", no_argument, NULL, OPT_DROP_AFTER_DOT},
+	    {"no-pipelining", no_argument, NULL, OPT_NO_PIPELINING},
+	    {"no-starttls", no_argument, NULL, OPT_NO_STARTTLS},
+	    {"tls-garbage", no_argument, NULL, OPT_TLS_GARBAGE},
+	    {"save", required_argument, NULL, OPT_SAVE},
+	    {"no-ehlo", no_argument, NULL, OPT_NO_EHLO},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1187,6 +1401,36 @@ static int options_parse(int argc, char **argv, struct sink_options *o)
 		case OPT_VERBOSE:
 			o->verbose = true;
 			break;
+		case OPT_RCPT_RULE:
+			bad = rule_add(o, optarg);
+			break;
+		case OPT_RCPT_BY_NAME:
+			by_name = true;
+			break;
+		case OPT_STALL_DATA:
+			if (parse_number(optarg, 0, 3600, &o->stall_data) == -1)
+				bad = "--stall-data: 0..3600";
+			break;
+		case OPT_DROP_AFTER_DOT:
+			o->drop_after_dot = true;
+			break;
+		case OPT_NO_PIPELINING:
+			o->no_pipelining = true;
+			break;
+		case OPT_NO_STARTTLS:
+			o->no_starttls = true;
+			break;
+		case OPT_TLS_GARBAGE:
+			o->tls_garbage = true;
+			break;
+		case OPT_NO_EHLO:
+			o->no_ehlo = true;
+			break;
+		case OPT_SAVE:
+			o->save = optarg;
+			if (strlen(optarg) == 0 || strlen(optarg) > 4000)
+				bad = "--save: a folder name";
+			break;
 		case OPT_HELP:
 			usage();
 			exit(0);
@@ -1202,6 +1446,15 @@ static int options_parse(int argc, char **argv, struct sink_options *o)
 	if (optind != argc) {
 		usage();
 		return -1;
+	}
+	if (by_name) {
+		const char *bad = rule_add(o, "defer=450 4.2.1 Mailbox busy, try again later");
+		if (bad == NULL)
+			bad = rule_add(o, "reject=550 5.1.1 No such user here");
+		if (bad != NULL) {
+			fprintf(stderr, "smtpsink: --rcpt-by-name: %s\n", bad);
+			return -1;
+		}
 	}
 	if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
 		fprintf(stderr, "smtpsink: --tls-cert and --tls-key go together\n");
