@@ -234,6 +234,11 @@ struct queue_admin *queue_admin_connect(const struct queue_settings *s, char *er
 	return a;
 }
 
+struct redisContext *queue_admin_context(struct queue_admin *a)
+{
+	return a->ctx;
+}
+
 void queue_admin_free(struct queue_admin *a)
 {
 	if (a == NULL)
@@ -625,7 +630,8 @@ static int rcpt_cmp(const void *x, const void *y)
 
 static bool state_is_final(const char *state, size_t len)
 {
-	static const char *const finals[] = {"delivered", "bounced", "expired", "suppressed"};
+	static const char *const finals[] = {"delivered", "bounced", "expired", "suppressed",
+	                                     "deleted"};
 	for (size_t i = 0; i < sizeof(finals) / sizeof(finals[0]); i++)
 		if (strlen(finals[i]) == len && memcmp(finals[i], state, len) == 0)
 			return true;

@@ -1,13 +1,54 @@
 /*
- * internal.h: helpers shared by the files of queue/ only (not part of its API).
+ * internal.h: helpers shared by the files of queue/ only (not part of its API): error text,
+ * the scheduling script's text, and raw script requests on the async connection, which
+ * sched.c and limits.c use to run the scheduling script and parse its replies themselves.
  */
 #ifndef POSTINO_QUEUE_INTERNAL_H
 #define POSTINO_QUEUE_INTERNAL_H
 
+#include "queue/queue.h"
+
 #include <stddef.h>
+#include <stdint.h>
+
+struct redisReply;
+struct redisContext;
+struct queue_request;
 
 /* Formats a reason into err (no-op when err is NULL or errlen is 0). */
 void queue_error_set(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The scheduling script (sched_script.c): ARGV[1] names the operation, no KEYS. Loaded by
+ * every async connection; run with EVAL/EVALSHA by the admin side. */
+extern const char queue_script_sched[];
+
+/* Called exactly once per sent raw request: with QUEUE_OK and the script's (non-error)
+ * reply, borrowed for the call; or with another result and reply NULL (error reply, timeout,
+ * lost connection, queue_conn_free). ctx is the caller's; the callback owns it from then on
+ * and frees it. */
+typedef void queue_raw_fn(enum queue_result res, const struct redisReply *reply, void *ctx);
+
+/* Starts a request running the scheduling script's operation op (its first argument).
+ * Returns NULL when c is not ready or memory is short (ctx stays the caller's). */
+struct queue_request *queue_request_new(struct queue_conn *c, const char *op, queue_raw_fn *cb,
+                                        void *ctx);
+/* Append one argument each. Return 0, or -1 (out of memory; the request is still valid and
+ * must be discarded). */
+int queue_request_add(struct queue_request *r, const void *data, size_t len);
+int queue_request_add_str(struct queue_request *r, const char *s);
+int queue_request_add_i64(struct queue_request *r, int64_t v);
+/* Sends r. Returns 0: cb will be called exactly once. Returns -1: r is freed, cb will never
+ * be called and ctx is the caller's again. */
+int queue_request_send(struct queue_request *r);
+/* Frees an unsent request (NULL is a no-op); ctx stays the caller's. */
+void queue_request_discard(struct queue_request *r);
+
+/* A site name as the scheduler stores it: 1..QUEUE_SITE_MAX bytes of 0x21..0x7e, no '|'
+ * (it separates the parts of ready-queue keys). */
+bool queue_site_valid(const char *site);
+
+/* The blocking connection's hiredis context (admin.c), for sched_admin.c. */
+struct redisContext *queue_admin_context(struct queue_admin *a);
 
 #endif

@@ -3,17 +3,19 @@
  * the key schema (below, and queue/README.md), the Lua scripts the daemon runs, the async
  * connection (connect, AUTH, SCRIPT LOAD, reconnect with backoff, one timer per request,
  * since hiredis 0.14 has none) and the async requests: commit, user lookup, AUTH outcome,
- * allowed networks. queue/admin.c holds the blocking side (postinoctl, start-up checks).
+ * allowed networks, and raw requests running the scheduling script (internal.h) for
+ * sched.c and limits.c. queue/admin.c holds the blocking side (postinoctl, start-up checks).
  *
  * Key schema (all keys start with "pst:"; <id> is 16 lowercase hex digits; times are unix ms):
  *
  *   pst:msg:<id>    hash   sender, user, client, helo, received, size, rcpts (total),
- *                          open (recipients not yet final), utf8 (0/1), 8bit (0/1)
+ *                          open (recipients not yet final), utf8 (0/1), 8bit (0/1),
+ *                          campaign (only when set); the scheduler adds fields (README)
  *   pst:body:<id>   string the signed message bytes, exactly as committed
  *   pst:rcpt:<id>   hash   "<i>" (0-based recipient index) -> "<state> <attempts> <next_ms>
  *                          <address>"; the address is last and may hold spaces; state is one
- *                          of queued sending deferred delivered bounced expired suppressed;
- *                          commit writes "queued 0 <now_ms> <address>"
+ *                          of queued sending deferred delivered bounced expired suppressed
+ *                          deleted; commit writes "queued 0 <now_ms> <address>"
  *   pst:sched       zset   "<id>:<domain>" -> due time: one delivery entry per message and
  *                          recipient domain (split at the first ':', the id has none);
  *                          commit adds them due now (Redis TIME)
@@ -25,6 +27,7 @@
  *   pst:allownets   hash   cidr -> user name (kept in step with allow_nets by admin.c)
  *   pst:authfail:ip:<ip>, pst:authfail:user:<name>
  *                   string AUTH failure counters, EXPIRE window after the last failure
+ *   scheduling keys (ready lists, leases, limits, events): see queue/README.md
  *
  * Commit is one script: it checks that none of msg/body/rcpt exists and that the shared keys
  * have their types, then writes. Redis runs a script atomically, and an OOM refusal comes on
@@ -40,6 +43,7 @@
  * no frame of ours is on the stack (depth 0), so a caller's callback may call queue_conn_free.
  */
 #include "queue/queue.h"
+#include "queue/internal.h"
 #include "relay/buf.h"
 
 #include <inttypes.h>
@@ -65,13 +69,15 @@ enum script_id {
 	SCRIPT_USER,
 	SCRIPT_AUTH,
 	SCRIPT_NETS,
+	SCRIPT_SCHED, /* the scheduling script, sched_script.c */
 	SCRIPT_COUNT,
 };
 
 /* KEYS: msg body rcpt sched msgs stat.
- * ARGV: id sender user client helo received size utf8 8bit body n, then n pairs address
- * domain. Returns 1, or 0 when the id exists; an error before any write otherwise. Large
- * tables go out in slices because unpack() is bounded by the Lua C stack. */
+ * ARGV: id sender user client helo received size utf8 8bit body campaign max_queued n, then
+ * n pairs address domain. Returns 1; 0 when the id exists; 2 when recipients_queued has
+ * reached max_queued (> 0); an error before any write otherwise. Large tables go out in
+ * slices because unpack() is bounded by the Lua C stack. */
 static const char script_commit[] =
     "local function flush(cmd, key, t)\n"
     "  local i = 1\n"
@@ -89,13 +95,16 @@ static const char script_commit[] =
     "    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' is a ' .. got)\n"
     "  end\n"
     "end\n"
+    "local max = tonumber(ARGV[12])\n"
+    "if max > 0 and tonumber(redis.call('HGET', KEYS[6], 'recipients_queued') or '0') >= max\n"
+    "then return 2 end\n"
     "local t = redis.call('TIME')\n"
     "local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))\n"
     "local id = ARGV[1]\n"
-    "local n = tonumber(ARGV[11])\n"
+    "local n = tonumber(ARGV[13])\n"
     "local rcpt, sched, seen = {}, {}, {}\n"
     "for i = 0, n - 1 do\n"
-    "  local addr, dom = ARGV[12 + 2 * i], ARGV[13 + 2 * i]\n"
+    "  local addr, dom = ARGV[14 + 2 * i], ARGV[15 + 2 * i]\n"
     "  rcpt[#rcpt + 1] = tostring(i)\n"
     "  rcpt[#rcpt + 1] = 'queued 0 ' .. now .. ' ' .. addr\n"
     "  if not seen[dom] then\n"
@@ -107,6 +116,7 @@ static const char script_commit[] =
     "redis.call('HSET', KEYS[1], 'sender', ARGV[2], 'user', ARGV[3], 'client', ARGV[4],\n"
     "  'helo', ARGV[5], 'received', ARGV[6], 'size', ARGV[7], 'rcpts', n, 'open', n,\n"
     "  'utf8', ARGV[8], '8bit', ARGV[9])\n"
+    "if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'campaign', ARGV[11]) end\n"
     "redis.call('SET', KEYS[2], ARGV[10])\n"
     "flush('HSET', KEYS[3], rcpt)\n"
     "flush('ZADD', KEYS[4], sched)\n"
@@ -159,6 +169,7 @@ static const char *const script_text[SCRIPT_COUNT] = {
     [SCRIPT_USER] = script_user,
     [SCRIPT_AUTH] = script_auth,
     [SCRIPT_NETS] = script_nets,
+    [SCRIPT_SCHED] = queue_script_sched,
 };
 
 /* Handshake replies carry a tag instead of a pointer: the connection may be gone by then. */
@@ -175,6 +186,7 @@ enum request_kind {
 	REQUEST_USER,
 	REQUEST_AUTH,
 	REQUEST_NETS,
+	REQUEST_RAW, /* queue_request_new: the caller parses the reply */
 };
 
 struct request {
@@ -192,7 +204,9 @@ struct request {
 		queue_done_fn *done;
 		queue_user_fn *user;
 		queue_allownets_fn *nets;
+		queue_raw_fn *raw;
 	} cb;
+	void *raw_ctx; /* REQUEST_RAW: the caller's, handed to cb.raw */
 	uint64_t ref;
 	void *arg;
 };
@@ -215,6 +229,7 @@ struct queue_conn {
 	unsigned depth;              /* our frames on the stack that may touch this struct */
 	bool closing;                /* queue_conn_free called; freed when depth drops to 0 */
 	uint64_t last_latency_us;
+	int64_t max_queued; /* commit refuses (QUEUE_FULL) at this many queued recipients; 0: off */
 	char last_error[256];
 };
 
@@ -457,6 +472,9 @@ static void request_answer(struct request *r, enum queue_result res, const redis
 		r->cb.user(res, &rec, r->ref, r->arg);
 		return;
 	}
+	case REQUEST_RAW:
+		r->cb.raw(res, res == QUEUE_OK ? reply : NULL, r->raw_ctx);
+		return;
 	case REQUEST_NETS: {
 		struct queue_allownet *nets = NULL;
 		size_t count = 0;
@@ -503,7 +521,11 @@ static enum queue_result result_of_reply(enum request_kind kind, const redisRepl
 			return QUEUE_OK;
 		if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
 			return QUEUE_CONFLICT;
+		if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 2)
+			return QUEUE_FULL;
 		return QUEUE_UNAVAILABLE;
+	case REQUEST_RAW:
+		return QUEUE_OK;
 	case REQUEST_AUTH:
 		return reply->type == REDIS_REPLY_INTEGER ? QUEUE_OK : QUEUE_UNAVAILABLE;
 	case REQUEST_USER:
@@ -987,6 +1009,8 @@ int queue_commit(struct queue_conn *c, const struct queue_message *m, queue_done
 		if (m->rcpts[i].address == NULL || m->rcpts[i].domain == NULL ||
 		    m->rcpts[i].domain[0] == '\0')
 			return -1;
+	if (!queue_campaign_valid(m->campaign))
+		return -1;
 	struct request *r = request_new(c, REQUEST_COMMIT, SCRIPT_COMMIT, ref, arg);
 	if (r == NULL)
 		return -1;
@@ -1004,6 +1028,8 @@ int queue_commit(struct queue_conn *c, const struct queue_message *m, queue_done
 	    request_arg_str(r, m->smtputf8 ? "1" : "0") == -1 ||
 	    request_arg_str(r, m->body_8bit ? "1" : "0") == -1 ||
 	    request_arg(r, m->body != NULL ? m->body : "", m->body_len) == -1 ||
+	    request_arg_str(r, m->campaign != NULL ? m->campaign : "") == -1 ||
+	    request_arg_i64(r, c->max_queued) == -1 ||
 	    request_arg_i64(r, (int64_t)m->nrcpts) == -1)
 		goto fail;
 	for (size_t i = 0; i < m->nrcpts; i++)
@@ -1069,4 +1095,66 @@ int queue_allownets_load(struct queue_conn *c, queue_allownets_fn *cb, uint64_t 
 		return -1;
 	}
 	return request_submit(r);
+}
+
+void queue_conn_set_max_queued(struct queue_conn *c, int64_t max_recipients)
+{
+	if (c != NULL)
+		c->max_queued = max_recipients > 0 ? max_recipients : 0;
+}
+
+/* ---- raw requests (internal.h): the scheduling script, replies parsed by the caller ---- */
+
+/* struct queue_request is struct request seen from sched.c and limits.c. */
+static struct request *request_of(struct queue_request *q)
+{
+	return (struct request *)(void *)q;
+}
+
+struct queue_request *queue_request_new(struct queue_conn *c, const char *op, queue_raw_fn *cb,
+                                        void *ctx)
+{
+	if (!queue_conn_ready(c) || op == NULL || cb == NULL)
+		return NULL;
+	struct request *r = request_new(c, REQUEST_RAW, SCRIPT_SCHED, 0, NULL);
+	if (r == NULL)
+		return NULL;
+	r->cb.raw = cb;
+	r->raw_ctx = ctx;
+	if (request_arg_str(r, "0") == -1 || request_arg_str(r, op) == -1) {
+		request_free(r);
+		return NULL;
+	}
+	return (struct queue_request *)(void *)r;
+}
+
+int queue_request_add(struct queue_request *q, const void *data, size_t len)
+{
+	return request_arg(request_of(q), data, len);
+}
+
+int queue_request_add_str(struct queue_request *q, const char *s)
+{
+	return request_arg_str(request_of(q), s);
+}
+
+int queue_request_add_i64(struct queue_request *q, int64_t v)
+{
+	return request_arg_i64(request_of(q), v);
+}
+
+int queue_request_send(struct queue_request *q)
+{
+	struct request *r = request_of(q);
+	if (!queue_conn_ready(r->conn)) {
+		request_free(r);
+		return -1;
+	}
+	return request_submit(r);
+}
+
+void queue_request_discard(struct queue_request *q)
+{
+	if (q != NULL)
+		request_free(request_of(q));
 }
