@@ -36,9 +36,14 @@ MAINS    := relay/main.c relay/postinoctl.c
 LIB_SRC  := $(filter-out $(MAINS),$(wildcard relay/*.c dkim/*.c queue/*.c stats/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
+# Shared test fixtures (tests/unit/lib_*.c), linked into every unit test binary.
+TESTLIB_SRC := $(wildcard tests/unit/lib_*.c)
+TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+
+.SECONDARY:
 
 .PHONY: all test unit integration run bench fuzz format format-check clean deps
 
@@ -58,7 +63,7 @@ $(BUILD)/postino: $(BUILD)/relay/main.o $(BUILD)/libpostino.a
 $(BUILD)/postinoctl: $(BUILD)/relay/postinoctl.o $(BUILD)/libpostino.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libpostino.a
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(BUILD)/libpostino.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
 

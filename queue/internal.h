@@ -48,6 +48,19 @@ void queue_request_discard(struct queue_request *r);
  * (it separates the parts of ready-queue keys). */
 bool queue_site_valid(const char *site);
 
+/* A message id as queue/ writes it: exactly 16 lowercase hex digits. NULL is invalid. */
+bool queue_id_valid(const char *id);
+
+/* Reply parsing shared by sched.c and limits.c (defined in sched.c). queue_reply_int64 reads
+ * an integer reply, or a string reply holding a decimal number that fits in int64_t, into
+ * *out; false (and *out untouched) otherwise. queue_reply_ints does the same for each element
+ * of an array reply of exactly n elements; false when reply is NULL, not such an array or an
+ * element is not a number (out may then be partly written). */
+bool queue_reply_int64(const struct redisReply *e, int64_t *out);
+bool queue_reply_ints(const struct redisReply *reply, int64_t *out, size_t n);
+/* v clamped to 0..UINT32_MAX, for counts a reply carries as int64_t. */
+unsigned queue_count_clamp(int64_t v);
+
 /* The blocking connection's hiredis context (admin.c), for sched_admin.c. */
 struct redisContext *queue_admin_context(struct queue_admin *a);
 

@@ -9,7 +9,6 @@
 #include "queue/queue.h"
 #include "queue/internal.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,42 +24,6 @@ struct limit_call {
 	uint64_t ref;
 	void *arg;
 };
-
-static bool reply_i64(const redisReply *e, int64_t *out)
-{
-	if (e->type == REDIS_REPLY_INTEGER) {
-		*out = e->integer;
-		return true;
-	}
-	if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len > 20)
-		return false;
-	char *end;
-	errno = 0;
-	long long v = strtoll(e->str, &end, 10);
-	if (errno != 0 || end != e->str + e->len)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool reply_ints(const redisReply *reply, int64_t *out, size_t n)
-{
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!reply_i64(reply->element[i], &out[i]))
-			return false;
-	return true;
-}
-
-static unsigned clamp_u(int64_t v)
-{
-	if (v < 0)
-		return 0;
-	if (v > (int64_t)UINT32_MAX)
-		return UINT32_MAX;
-	return (unsigned)v;
-}
 
 /* Starts op for a new limit_call; NULL when not ready or out of memory. */
 static struct queue_request *limit_request(struct queue_conn *c, const char *op, queue_raw_fn *fn,
@@ -112,7 +75,7 @@ static void rate_done(enum queue_result res, const redisReply *reply, void *ctx)
 	struct limit_call *k = ctx;
 	struct queue_rate_result out = {false, 0, 0};
 	int64_t v[3];
-	if (res == QUEUE_OK && !reply_ints(reply, v, 3))
+	if (res == QUEUE_OK && !queue_reply_ints(reply, v, 3))
 		res = QUEUE_UNAVAILABLE;
 	if (res == QUEUE_OK)
 		out = (struct queue_rate_result){v[0] == 1, v[1], v[2]};
@@ -145,10 +108,11 @@ static void slot_done(enum queue_result res, const redisReply *reply, void *ctx)
 	struct limit_call *k = ctx;
 	struct queue_slot_result out = {0, 0, 0, 0};
 	int64_t v[4];
-	if (res == QUEUE_OK && (!reply_ints(reply, v, 4) || v[0] < 0))
+	if (res == QUEUE_OK && (!queue_reply_ints(reply, v, 4) || v[0] < 0))
 		res = QUEUE_UNAVAILABLE;
 	if (res == QUEUE_OK)
-		out = (struct queue_slot_result){(uint64_t)v[0], clamp_u(v[1]), v[2], clamp_u(v[3])};
+		out = (struct queue_slot_result){(uint64_t)v[0], queue_count_clamp(v[1]), v[2],
+		                                 queue_count_clamp(v[3])};
 	k->cb.slot(res, &out, k->ref, k->arg);
 	free(k);
 }
@@ -173,7 +137,7 @@ static void flag_done(enum queue_result res, const redisReply *reply, void *ctx)
 {
 	struct limit_call *k = ctx;
 	int64_t v = 0;
-	if (res == QUEUE_OK && !reply_i64(reply, &v))
+	if (res == QUEUE_OK && !queue_reply_int64(reply, &v))
 		res = QUEUE_UNAVAILABLE;
 	if (k->cb.flag != NULL)
 		k->cb.flag(res, res == QUEUE_OK && v > 0, k->ref, k->arg);
@@ -218,7 +182,7 @@ static void pressure_done(enum queue_result res, const redisReply *reply, void *
 	struct limit_call *k = ctx;
 	struct queue_pressure out = {0, 0, 0, 0};
 	int64_t v[4];
-	if (res == QUEUE_OK && !reply_ints(reply, v, 4))
+	if (res == QUEUE_OK && !queue_reply_ints(reply, v, 4))
 		res = QUEUE_UNAVAILABLE;
 	if (res == QUEUE_OK)
 		out = (struct queue_pressure){v[0], v[1], v[2], v[3]};

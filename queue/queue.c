@@ -165,10 +165,8 @@ static const char script_nets[] = "local nets = redis.call('HGETALL', KEYS[1])\n
                                   "return out\n";
 
 static const char *const script_text[SCRIPT_COUNT] = {
-    [SCRIPT_COMMIT] = script_commit,
-    [SCRIPT_USER] = script_user,
-    [SCRIPT_AUTH] = script_auth,
-    [SCRIPT_NETS] = script_nets,
+    [SCRIPT_COMMIT] = script_commit,     [SCRIPT_USER] = script_user,
+    [SCRIPT_AUTH] = script_auth,         [SCRIPT_NETS] = script_nets,
     [SCRIPT_SCHED] = queue_script_sched,
 };
 
@@ -969,9 +967,10 @@ const char *queue_conn_last_error(const struct queue_conn *c)
 
 /* ---- requests of the daemon ---- */
 
-static bool id_valid(const char *id)
+/* Contract in internal.h; sched.c and sched_admin.c check ids with it too. */
+bool queue_id_valid(const char *id)
 {
-	if (id == NULL || strlen(id) != 16)
+	if (id == NULL || strnlen(id, 17) != 16)
 		return false;
 	for (size_t i = 0; i < 16; i++)
 		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
@@ -1000,7 +999,7 @@ static int request_submit(struct request *r)
 int queue_commit(struct queue_conn *c, const struct queue_message *m, queue_done_fn *cb,
                  uint64_t ref, void *arg)
 {
-	if (!queue_conn_ready(c) || m == NULL || cb == NULL || !id_valid(m->id) ||
+	if (!queue_conn_ready(c) || m == NULL || cb == NULL || !queue_id_valid(m->id) ||
 	    m->sender == NULL || m->user == NULL || m->client_ip == NULL || m->helo == NULL ||
 	    (m->body == NULL && m->body_len > 0) || m->rcpts == NULL || m->nrcpts == 0 ||
 	    m->nrcpts > INT_MAX / 2)
@@ -1029,8 +1028,7 @@ int queue_commit(struct queue_conn *c, const struct queue_message *m, queue_done
 	    request_arg_str(r, m->body_8bit ? "1" : "0") == -1 ||
 	    request_arg(r, m->body != NULL ? m->body : "", m->body_len) == -1 ||
 	    request_arg_str(r, m->campaign != NULL ? m->campaign : "") == -1 ||
-	    request_arg_i64(r, c->max_queued) == -1 ||
-	    request_arg_i64(r, (int64_t)m->nrcpts) == -1)
+	    request_arg_i64(r, c->max_queued) == -1 || request_arg_i64(r, (int64_t)m->nrcpts) == -1)
 		goto fail;
 	for (size_t i = 0; i < m->nrcpts; i++)
 		if (request_arg_str(r, m->rcpts[i].address) == -1 ||

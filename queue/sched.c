@@ -121,16 +121,6 @@ out:
 
 /* ---- argument checks ---- */
 
-static bool id_valid(const char *id)
-{
-	if (id == NULL || strnlen(id, 17) != 16)
-		return false;
-	for (size_t i = 0; i < 16; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return false;
-	return true;
-}
-
 /* Printable ASCII (and UTF-8 bytes when utf8), no space, 1..max bytes, no byte of reject. */
 static bool token_valid(const char *s, size_t max, bool utf8, const char *reject)
 {
@@ -179,7 +169,9 @@ static bool word_valid(const char *s, size_t max)
 
 /* ---- reply parsing ---- */
 
-static bool reply_i64(const redisReply *e, int64_t *out)
+/* queue_reply_int64, queue_reply_ints and queue_count_clamp: contracts in internal.h. */
+
+bool queue_reply_int64(const struct redisReply *e, int64_t *out)
 {
 	if (e->type == REDIS_REPLY_INTEGER) {
 		*out = e->integer;
@@ -206,18 +198,17 @@ static bool reply_is(const redisReply *e, const char *word)
 	return reply_is_str(e) && e->len == strlen(word) && memcmp(e->str, word, e->len) == 0;
 }
 
-/* The integers of an array reply of exactly n elements (each an integer or a number). */
-static bool reply_ints(const redisReply *reply, int64_t *out, size_t n)
+bool queue_reply_ints(const struct redisReply *reply, int64_t *out, size_t n)
 {
 	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != n)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!reply_i64(reply->element[i], &out[i]))
+		if (!queue_reply_int64(reply->element[i], &out[i]))
 			return false;
 	return true;
 }
 
-static unsigned clamp_u(int64_t v)
+unsigned queue_count_clamp(int64_t v)
 {
 	if (v < 0)
 		return 0;
@@ -325,15 +316,15 @@ static void promote_done(enum queue_result res, const redisReply *reply, void *c
 	struct call *k = ctx;
 	struct queue_promote_result out = {.next_ms = -1};
 	int64_t v[8];
-	if (res == QUEUE_OK && !reply_ints(reply, v, 8))
+	if (res == QUEUE_OK && !queue_reply_ints(reply, v, 8))
 		res = QUEUE_UNAVAILABLE;
 	if (res == QUEUE_OK) {
-		out.ready = clamp_u(v[0]);
-		out.resolving = clamp_u(v[1]);
-		out.held = clamp_u(v[2]);
-		out.dropped = clamp_u(v[3]);
-		out.reclaimed = clamp_u(v[4]);
-		out.dead = clamp_u(v[5]);
+		out.ready = queue_count_clamp(v[0]);
+		out.resolving = queue_count_clamp(v[1]);
+		out.held = queue_count_clamp(v[2]);
+		out.dropped = queue_count_clamp(v[3]);
+		out.reclaimed = queue_count_clamp(v[4]);
+		out.dead = queue_count_clamp(v[5]);
 		out.more = v[6] != 0;
 		out.next_ms = v[7];
 	}
@@ -412,11 +403,11 @@ static void moved_done(enum queue_result res, const redisReply *reply, void *ctx
 {
 	struct call *k = ctx;
 	int64_t v[2] = {0, 0};
-	if (res == QUEUE_OK && !reply_ints(reply, v, 2))
+	if (res == QUEUE_OK && !queue_reply_ints(reply, v, 2))
 		res = QUEUE_UNAVAILABLE;
 	if (res != QUEUE_OK)
 		v[0] = v[1] = 0;
-	k->cb.moved(res, clamp_u(v[0]), clamp_u(v[1]), k->ref, k->arg);
+	k->cb.moved(res, queue_count_clamp(v[0]), queue_count_clamp(v[1]), k->ref, k->arg);
 	free(k);
 }
 
@@ -479,12 +470,13 @@ static void site_done(enum queue_result res, const redisReply *reply, void *ctx)
 	if (res == QUEUE_OK) {
 		if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5 ||
 		    !reply_is_str(reply->element[0]) || !reply_is_str(reply->element[1]) ||
-		    !reply_i64(reply->element[2], &v[0]) || !reply_i64(reply->element[3], &v[1]) ||
-		    !reply_i64(reply->element[4], &v[2]))
+		    !queue_reply_int64(reply->element[2], &v[0]) ||
+		    !queue_reply_int64(reply->element[3], &v[1]) ||
+		    !queue_reply_int64(reply->element[4], &v[2]))
 			res = QUEUE_UNAVAILABLE;
 		else if (reply_is(reply->element[0], "site") && reply->element[1]->len > 0)
-			pick = (struct queue_site_pick){QUEUE_PICK_SITE, reply->element[1]->str, v[0],
-			                                v[1], 0};
+			pick = (struct queue_site_pick){QUEUE_PICK_SITE, reply->element[1]->str,
+			                                v[0], v[1], 0};
 		else if (reply_is(reply->element[0], "later"))
 			pick = (struct queue_site_pick){QUEUE_PICK_LATER, "", 0, 0, v[2]};
 		else if (!reply_is(reply->element[0], "none"))
@@ -514,7 +506,7 @@ static void flag_done(enum queue_result res, const redisReply *reply, void *ctx)
 {
 	struct call *k = ctx;
 	int64_t v = 0;
-	if (res == QUEUE_OK && !reply_i64(reply, &v))
+	if (res == QUEUE_OK && !queue_reply_int64(reply, &v))
 		res = QUEUE_UNAVAILABLE;
 	if (k->cb.flag != NULL)
 		k->cb.flag(res, res == QUEUE_OK && v > 0, k->ref, k->arg);
@@ -572,14 +564,15 @@ static bool lease_parse(const redisReply *reply, struct queue_delivery *d,
 {
 	redisReply **e = reply->element;
 	int64_t token, received, utf8, bit8, attempt, deadline, n;
-	if (reply->elements < LEASE_FIXED || !reply_i64(e[1], &token) || token <= 0)
+	if (reply->elements < LEASE_FIXED || !queue_reply_int64(e[1], &token) || token <= 0)
 		return false;
 	for (size_t i = 2; i <= 6; i++)
 		if (!reply_is_str(e[i]))
 			return false;
-	if (!reply_i64(e[7], &received) || !reply_i64(e[8], &utf8) || !reply_i64(e[9], &bit8) ||
-	    !reply_i64(e[10], &attempt) || !reply_i64(e[11], &deadline) ||
-	    e[12]->type != REDIS_REPLY_STRING || !reply_i64(e[13], &n) || n < 1 ||
+	if (!queue_reply_int64(e[7], &received) || !queue_reply_int64(e[8], &utf8) ||
+	    !queue_reply_int64(e[9], &bit8) || !queue_reply_int64(e[10], &attempt) ||
+	    !queue_reply_int64(e[11], &deadline) || e[12]->type != REDIS_REPLY_STRING ||
+	    !queue_reply_int64(e[13], &n) || n < 1 ||
 	    reply->elements != LEASE_FIXED + 3 * (size_t)n)
 		return false;
 	*rcpts = calloc((size_t)n, sizeof(**rcpts));
@@ -588,11 +581,11 @@ static bool lease_parse(const redisReply *reply, struct queue_delivery *d,
 	for (size_t i = 0; i < (size_t)n; i++) {
 		redisReply **x = e + LEASE_FIXED + 3 * i;
 		int64_t index, attempts;
-		if (!reply_i64(x[0], &index) || !reply_i64(x[1], &attempts) ||
+		if (!queue_reply_int64(x[0], &index) || !queue_reply_int64(x[1], &attempts) ||
 		    !reply_is_str(x[2]) || index < 0 || index > UINT32_MAX)
 			return false;
 		(*rcpts)[i].index = (unsigned)index;
-		(*rcpts)[i].attempts = clamp_u(attempts);
+		(*rcpts)[i].attempts = queue_count_clamp(attempts);
 		(*rcpts)[i].address = x[2]->str;
 	}
 	d->token = (uint64_t)token;
@@ -604,7 +597,7 @@ static bool lease_parse(const redisReply *reply, struct queue_delivery *d,
 	d->received_ms = received;
 	d->smtputf8 = utf8 != 0;
 	d->body_8bit = bit8 != 0;
-	d->attempt = clamp_u(attempt);
+	d->attempt = queue_count_clamp(attempt);
 	d->deadline_ms = deadline;
 	d->body = e[12]->str;
 	d->body_len = e[12]->len;
@@ -629,7 +622,7 @@ static void lease_done(enum queue_result res, const redisReply *reply, void *ctx
 			while (i < n && !reply_is(reply->element[0], lease_words[i].word))
 				i++;
 			ok = i < n && reply->elements == 2 &&
-			     reply_i64(reply->element[1], &d.wait_ms);
+			     queue_reply_int64(reply->element[1], &d.wait_ms);
 			if (ok)
 				d.status = lease_words[i].status;
 		}
@@ -676,7 +669,8 @@ int queue_delivery_lease(struct queue_conn *c, const struct queue_policy *p, con
 int queue_delivery_renew(struct queue_conn *c, const char *id, const char *domain, uint64_t token,
                          int64_t lease_ms, queue_flag_fn *cb, uint64_t ref, void *arg)
 {
-	if (cb == NULL || !id_valid(id) || !domain_valid(domain) || token == 0 || lease_ms < 1)
+	if (cb == NULL || !queue_id_valid(id) || !domain_valid(domain) || token == 0 ||
+	    lease_ms < 1)
 		return -1;
 	struct call *k;
 	struct queue_request *r = flag_request(c, "renew", cb, ref, arg, &k);
@@ -704,13 +698,13 @@ static void outcome_done(enum queue_result res, const redisReply *reply, void *c
 			out.record = QUEUE_RECORD_GONE;
 		} else if (ok && reply_is(reply->element[0], "ok") && reply->elements == 7) {
 			for (size_t i = 0; ok && i < 6; i++)
-				ok = reply_i64(reply->element[i + 1], &v[i]);
+				ok = queue_reply_int64(reply->element[i + 1], &v[i]);
 			if (ok) {
 				out.record = QUEUE_RECORD_OK;
-				out.delivered = clamp_u(v[0]);
-				out.bounced = clamp_u(v[1]);
-				out.deferred = clamp_u(v[2]);
-				out.expired = clamp_u(v[3]);
+				out.delivered = queue_count_clamp(v[0]);
+				out.bounced = queue_count_clamp(v[1]);
+				out.deferred = queue_count_clamp(v[2]);
+				out.expired = queue_count_clamp(v[3]);
 				out.message_done = v[4] != 0;
 				out.next_ms = v[5];
 			}
@@ -746,7 +740,7 @@ int queue_delivery_outcome(struct queue_conn *c, const struct queue_policy *p,
                            const struct queue_outcome *o, queue_outcome_fn *cb, uint64_t ref,
                            void *arg)
 {
-	if (cb == NULL || !queue_policy_valid(p) || o == NULL || !id_valid(o->id) ||
+	if (cb == NULL || !queue_policy_valid(p) || o == NULL || !queue_id_valid(o->id) ||
 	    !domain_valid(o->domain) || o->token == 0 || !word_valid(o->host, HOST_MAX) ||
 	    !word_valid(o->tls, 32) || o->down_ms < 0 || (o->rcpts == NULL && o->nrcpts > 0) ||
 	    o->nrcpts > 1000000)

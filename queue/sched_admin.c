@@ -111,16 +111,6 @@ static bool reply_count(const redisReply *r, uint64_t *out)
 	return true;
 }
 
-static bool id_valid(const char *id)
-{
-	if (id == NULL || strnlen(id, 17) != 16)
-		return false;
-	for (size_t i = 0; i < 16; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return false;
-	return true;
-}
-
 static bool domain_valid(const char *d)
 {
 	size_t len = d != NULL ? strnlen(d, 256) : 0;
@@ -137,7 +127,7 @@ static int check_selection(enum queue_select by, const char *value, char *err, s
 	bool ok = false;
 	switch (by) {
 	case QUEUE_SELECT_MESSAGE:
-		ok = id_valid(value);
+		ok = queue_id_valid(value);
 		if (!ok)
 			queue_error_set(err, errlen, "no such message");
 		return ok ? 0 : -1;

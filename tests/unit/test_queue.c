@@ -8,6 +8,7 @@
  * Every wait is bounded; mismatches print "name: got X, want Y".
  */
 #include "queue/queue.h"
+#include "tests/unit/lib_redis.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,333 +30,16 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #define TIMEOUT_MS 300
 
-/* ---- checks that say what went wrong ---- */
-
-#define CHECK_INT(name, got, want)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long)(got), want_ = (long long)(want);                      \
-		if (got_ != want_)                                                                 \
-			fail_msg("%s: got %lld, want %lld", (name), got_, want_);                  \
-	} while (0)
-
-#define CHECK_STR(name, got, want)                                                                 \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (got_ == NULL || strcmp(got_, want_) != 0)                                      \
-			fail_msg("%s: got \"%s\", want \"%s\"", (name),                            \
-			         got_ != NULL ? got_ : "(null)", want_);                           \
-	} while (0)
-
-#define CHECK_TRUE(name, cond)                                                                     \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			fail_msg("%s: got false, want true (%s)", (name), #cond);                  \
-	} while (0)
-
-/* ---- the redis-server under test ---- */
-
-struct redis_server {
-	pid_t pid;
-	char dir[64];
-	char sock[128];
-	char addr[160];
-};
-
-static struct redis_server g_redis = {.pid = -1};
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		abort();
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
-		abort();
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-static redisContext *connect_sock(const char *sock, int ms)
-{
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-	redisContext *ctx = redisConnectUnixWithTimeout(sock, tv);
-	if (ctx == NULL)
-		return NULL;
-	if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK) {
-		redisFree(ctx);
-		return NULL;
-	}
-	return ctx;
-}
-
-/* Waits, at most max_ms, for PONG (not LOADING) on sock. */
-static int redis_wait(const char *sock, pid_t pid, int max_ms)
-{
-	uint64_t end = now_ms() + (uint64_t)max_ms;
-	while (now_ms() < end) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return -1;
-		redisContext *ctx = connect_sock(sock, 200);
-		if (ctx != NULL) {
-			redisReply *r = redisCommand(ctx, "PING");
-			bool ok = r != NULL && r->type == REDIS_REPLY_STATUS &&
-			          strcmp(r->str, "PONG") == 0;
-			if (r != NULL)
-				freeReplyObject(r);
-			redisFree(ctx);
-			if (ok)
-				return 0;
-		}
-		sleep_ms(20);
-	}
-	return -1;
-}
-
-/* Starts redis-server in s->dir on s->sock, extra arguments (NULL-terminated) appended. */
-static int redis_start(struct redis_server *s, ...)
-{
-	const char *argv[40];
-	char logfile[128];
-	int argc = 0;
-	if (snprintf(logfile, sizeof(logfile), "%s/redis.log", s->dir) >= (int)sizeof(logfile))
-		return -1;
-	argv[argc++] = "redis-server";
-	argv[argc++] = "--port";
-	argv[argc++] = "0";
-	argv[argc++] = "--unixsocket";
-	argv[argc++] = s->sock;
-	argv[argc++] = "--unixsocketperm";
-	argv[argc++] = "700";
-	argv[argc++] = "--dir";
-	argv[argc++] = s->dir;
-	argv[argc++] = "--appendonly";
-	argv[argc++] = "yes";
-	argv[argc++] = "--appendfsync";
-	argv[argc++] = "always";
-	argv[argc++] = "--save";
-	argv[argc++] = "";
-	argv[argc++] = "--daemonize";
-	argv[argc++] = "no";
-	argv[argc++] = "--logfile";
-	argv[argc++] = logfile;
-	va_list ap;
-	va_start(ap, s);
-	const char *extra;
-	while ((extra = va_arg(ap, const char *)) != NULL && argc < 38)
-		argv[argc++] = extra;
-	va_end(ap);
-	argv[argc] = NULL;
-
-	pid_t pid = fork();
-	if (pid == -1)
-		return -1;
-	if (pid == 0) {
-		/* Dies with the test, even when the test crashes. */
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
-			_exit(126);
-		execvp("redis-server", (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-	s->pid = pid;
-	if (redis_wait(s->sock, pid, 10000) == -1) {
-		fprintf(stderr, "redis-server did not answer PING within 10 s (log %s)\n", logfile);
-		return -1;
-	}
-	return 0;
-}
-
-static void redis_stop(struct redis_server *s)
-{
-	if (s->pid <= 0)
-		return;
-	(void)kill(s->pid, SIGCONT);
-	(void)kill(s->pid, SIGTERM);
-	uint64_t end = now_ms() + 5000;
-	int status;
-	while (waitpid(s->pid, &status, WNOHANG) == 0) {
-		if (now_ms() > end) {
-			(void)kill(s->pid, SIGKILL);
-			(void)waitpid(s->pid, &status, 0);
-			break;
-		}
-		sleep_ms(10);
-	}
-	s->pid = -1;
-}
-
-static int redis_server_init(struct redis_server *s, const char *name)
-{
-	if (snprintf(s->dir, sizeof(s->dir), "/tmp/pst-%s-XXXXXX", name) >= (int)sizeof(s->dir))
-		return -1;
-	if (mkdtemp(s->dir) == NULL)
-		return -1;
-	if (snprintf(s->sock, sizeof(s->sock), "%s/redis.sock", s->dir) >= (int)sizeof(s->sock) ||
-	    snprintf(s->addr, sizeof(s->addr), "unix:%s", s->sock) >= (int)sizeof(s->addr))
-		return -1;
-	s->pid = -1;
-	return 0;
-}
-
-/* Removes a folder made by redis_server_init, and nothing else. */
-static void rm_tree(const char *dir)
-{
-	if (strncmp(dir, "/tmp/pst-", 9) != 0 || strstr(dir, "..") != NULL ||
-	    strstr(dir, "XXXXXX") != NULL)
-		return;
-	pid_t pid = fork();
-	if (pid == 0) {
-		execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
-		_exit(127);
-	}
-	if (pid > 0) {
-		int status;
-		(void)waitpid(pid, &status, 0);
-	}
-}
-
-/* ---- a blocking helper context on the server under test ---- */
-
-static redisContext *g_ctx;
-
-static redisContext *ctx_get(void)
-{
-	if (g_ctx != NULL && g_ctx->err != 0) {
-		redisFree(g_ctx);
-		g_ctx = NULL;
-	}
-	if (g_ctx == NULL)
-		g_ctx = connect_sock(g_redis.sock, 2000);
-	if (g_ctx == NULL)
-		fail_msg("connect to the test redis: failed");
-	return g_ctx;
-}
-
-static void ctx_drop(void)
-{
-	if (g_ctx != NULL)
-		redisFree(g_ctx);
-	g_ctx = NULL;
-}
-
-static redisReply *rq(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(ctx_get(), fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		fail_msg("redis command %s: no reply (%s)", fmt, g_ctx->errstr);
-	return r;
-}
-
-static void rq_ok(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(ctx_get(), fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		fail_msg("redis command %s: no reply (%s)", fmt, g_ctx->errstr);
-	if (r->type == REDIS_REPLY_ERROR) {
-		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", r->str);
-		freeReplyObject(r);
-		fail_msg("redis command %s: %s", fmt, msg);
-	}
-	freeReplyObject(r);
-}
-
-static long long rq_int(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(ctx_get(), fmt, ap);
-	va_end(ap);
-	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
-		fail_msg("redis command %s: no integer reply", fmt);
-	long long v = r->integer;
-	freeReplyObject(r);
-	return v;
-}
-
-/* The value of field in an HGETALL reply, or NULL. */
-static const char *hash_field(const redisReply *r, const char *field)
-{
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, field) == 0)
-			return r->element[i + 1]->str;
-	return NULL;
-}
-
-static long long info_used_memory(void)
-{
-	redisReply *r = rq("INFO memory");
-	const char *p = strstr(r->str, "used_memory:");
-	if (p == NULL)
-		fail_msg("INFO memory: no used_memory");
-	long long v = strtoll(p + strlen("used_memory:"), NULL, 10);
-	freeReplyObject(r);
-	return v;
-}
-
 /* ---- event-loop helpers ---- */
-
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-}
-
-/* Runs base until cond(arg) holds or max_ms passes; returns whether cond holds. */
-static bool run_until(struct event_base *base, bool (*cond)(void *), void *arg, int max_ms)
-{
-	struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-	struct timeval tv = {0, 10000};
-	if (tick == NULL || event_add(tick, &tv) == -1)
-		fail_msg("event_new/event_add: failed");
-	uint64_t end = now_ms() + (uint64_t)max_ms;
-	bool ok;
-	while (!(ok = cond(arg)) && now_ms() < end)
-		if (event_base_loop(base, EVLOOP_ONCE) == -1)
-			break;
-	event_free(tick);
-	return ok;
-}
-
-static bool cond_never(void *arg)
-{
-	(void)arg;
-	return false;
-}
 
 static bool cond_ready(void *arg)
 {
 	return queue_conn_ready(arg);
-}
-
-static void run_for(struct event_base *base, int ms)
-{
-	run_until(base, cond_never, NULL, ms);
 }
 
 struct waiter {
@@ -468,55 +152,26 @@ static struct queue_admin *admin_open(void)
 static int group_setup(void **state)
 {
 	(void)state;
-	if (redis_server_init(&g_redis, "queue") == -1)
-		return -1;
-	if (redis_start(&g_redis, (const char *)NULL) == -1) {
-		redis_stop(&g_redis);
-		return -1;
-	}
-	return 0;
+	return test_redis_group_start("queue");
 }
 
 static int group_teardown(void **state)
 {
 	(void)state;
-	ctx_drop();
-	redis_stop(&g_redis);
-	rm_tree(g_redis.dir);
-	return 0;
+	return test_redis_group_stop();
 }
 
 /* Each test starts on an empty, running, durable server with a ready connection. */
 static int setup(void **state)
 {
-	int status;
-	if (g_redis.pid > 0 && waitpid(g_redis.pid, &status, WNOHANG) == g_redis.pid)
-		g_redis.pid = -1;
-	if (g_redis.pid > 0)
-		(void)kill(g_redis.pid, SIGCONT);
-	else if (redis_start(&g_redis, (const char *)NULL) == -1)
-		return -1;
-	ctx_drop();
-	redisContext *ctx = connect_sock(g_redis.sock, 2000);
-	if (ctx == NULL)
-		return -1;
 	static const char *const reset[] = {"CONFIG SET maxmemory 0",
 	                                    "CONFIG SET appendfsync always",
 	                                    "CONFIG SET maxmemory-policy noeviction",
 	                                    "CONFIG SET port 0",
 	                                    "SCRIPT FLUSH",
 	                                    "FLUSHALL"};
-	for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++) {
-		redisReply *r = redisCommand(ctx, reset[i]);
-		bool ok = r != NULL && r->type != REDIS_REPLY_ERROR;
-		if (r != NULL)
-			freeReplyObject(r);
-		if (!ok) {
-			redisFree(ctx);
-			return -1;
-		}
-	}
-	redisFree(ctx);
+	if (test_redis_reset(reset, sizeof(reset) / sizeof(reset[0])) == -1)
+		return -1;
 
 	struct fixture *f = calloc(1, sizeof(*f));
 	if (f == NULL)
@@ -1014,7 +669,7 @@ static void test_killed_and_restarted(void **state)
 	           strstr(queue_conn_last_error(conns[2]), "handshake") != NULL);
 	CHECK_INT("commit while down", queue_commit(f->conn, &m2, on_done, 3, &w), -1);
 	run_for(f->base, 300);
-	CHECK_INT("restart redis", redis_start(&g_redis, (const char *)NULL), 0);
+	CHECK_INT("restart redis", test_redis_start(&g_redis, (const char *)NULL), 0);
 	CHECK_TRUE("reconnected by themselves", run_until(f->base, cond_all_ready, conns, 5000));
 	CHECK_STR("commit after the restart", queue_result_name(commit_wait(f, &m2)), "ok");
 	CHECK_INT("message from before the kill (AOF)", rq_int("EXISTS pst:msg:7777777777777771"),
@@ -1396,9 +1051,9 @@ static void test_check_durable(void **state)
 static void test_check_durable_renamed_config(void **state)
 {
 	(void)state;
-	struct redis_server other;
-	CHECK_INT("mkdtemp", redis_server_init(&other, "renamed"), 0);
-	int rc = redis_start(&other, "--rename-command", "CONFIG", "", (const char *)NULL);
+	struct test_redis other;
+	CHECK_INT("mkdtemp", test_redis_init(&other, "renamed"), 0);
+	int rc = test_redis_start(&other, "--rename-command", "CONFIG", "", (const char *)NULL);
 	char err[512] = "";
 	int check = -2;
 	if (rc == 0) {
@@ -1408,8 +1063,8 @@ static void test_check_durable_renamed_config(void **state)
 			check = queue_admin_check_durable(a, err, sizeof(err));
 		queue_admin_free(a);
 	}
-	redis_stop(&other);
-	rm_tree(other.dir);
+	test_redis_stop(&other);
+	test_redis_remove_dir(other.dir);
 	CHECK_INT("start a redis without CONFIG", rc, 0);
 	CHECK_INT("check_durable without CONFIG", check, -1);
 	CHECK_TRUE("err names the failed CONFIG GET",

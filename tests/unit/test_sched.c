@@ -11,6 +11,7 @@
  * Every wait is bounded; mismatches print "name: got X, want Y".
  */
 #include "queue/queue.h"
+#include "tests/unit/lib_redis.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,336 +30,18 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #define TIMEOUT_MS 2000
 #define WAIT_MS    10000
 
-/* ---- checks that say what went wrong ---- */
-
-#define CHECK_INT(name, got, want)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long)(got), want_ = (long long)(want);                      \
-		if (got_ != want_)                                                                 \
-			fail_msg("%s: got %lld, want %lld", (name), got_, want_);                  \
-	} while (0)
-
-#define CHECK_STR(name, got, want)                                                                 \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (got_ == NULL || strcmp(got_, want_) != 0)                                      \
-			fail_msg("%s: got \"%s\", want \"%s\"", (name),                            \
-			         got_ != NULL ? got_ : "(null)", want_);                           \
-	} while (0)
-
-#define CHECK_TRUE(name, cond)                                                                     \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			fail_msg("%s: got false, want true (%s)", (name), #cond);                  \
-	} while (0)
-
-/* ---- the redis-server under test ---- */
-
-struct redis_server {
-	pid_t pid;
-	char dir[64];
-	char sock[128];
-	char addr[160];
-};
-
-static struct redis_server g_redis = {.pid = -1};
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		abort();
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
-		abort();
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-static redisContext *connect_sock(const char *sock, int ms)
-{
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-	redisContext *ctx = redisConnectUnixWithTimeout(sock, tv);
-	if (ctx == NULL)
-		return NULL;
-	if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK) {
-		redisFree(ctx);
-		return NULL;
-	}
-	return ctx;
-}
-
-/* Waits, at most max_ms, for PONG (not LOADING) on sock. */
-static int redis_wait(const char *sock, pid_t pid, int max_ms)
-{
-	uint64_t end = now_ms() + (uint64_t)max_ms;
-	while (now_ms() < end) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return -1;
-		redisContext *ctx = connect_sock(sock, 200);
-		if (ctx != NULL) {
-			redisReply *r = redisCommand(ctx, "PING");
-			bool ok = r != NULL && r->type == REDIS_REPLY_STATUS &&
-			          strcmp(r->str, "PONG") == 0;
-			if (r != NULL)
-				freeReplyObject(r);
-			redisFree(ctx);
-			if (ok)
-				return 0;
-		}
-		sleep_ms(20);
-	}
-	return -1;
-}
-
-/* Starts redis-server in s->dir on s->sock, extra arguments (NULL-terminated) appended. */
-static int redis_start(struct redis_server *s, ...)
-{
-	const char *argv[40];
-	char logfile[128];
-	int argc = 0;
-	if (snprintf(logfile, sizeof(logfile), "%s/redis.log", s->dir) >= (int)sizeof(logfile))
-		return -1;
-	argv[argc++] = "redis-server";
-	argv[argc++] = "--port";
-	argv[argc++] = "0";
-	argv[argc++] = "--unixsocket";
-	argv[argc++] = s->sock;
-	argv[argc++] = "--unixsocketperm";
-	argv[argc++] = "700";
-	argv[argc++] = "--dir";
-	argv[argc++] = s->dir;
-	argv[argc++] = "--appendonly";
-	argv[argc++] = "yes";
-	argv[argc++] = "--appendfsync";
-	argv[argc++] = "always";
-	argv[argc++] = "--save";
-	argv[argc++] = "";
-	argv[argc++] = "--daemonize";
-	argv[argc++] = "no";
-	argv[argc++] = "--logfile";
-	argv[argc++] = logfile;
-	va_list ap;
-	va_start(ap, s);
-	const char *extra;
-	while ((extra = va_arg(ap, const char *)) != NULL && argc < 38)
-		argv[argc++] = extra;
-	va_end(ap);
-	argv[argc] = NULL;
-
-	pid_t pid = fork();
-	if (pid == -1)
-		return -1;
-	if (pid == 0) {
-		/* Dies with the test, even when the test crashes. */
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
-			_exit(126);
-		execvp("redis-server", (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-	s->pid = pid;
-	if (redis_wait(s->sock, pid, 10000) == -1) {
-		fprintf(stderr, "redis-server did not answer PING within 10 s (log %s)\n", logfile);
-		return -1;
-	}
-	return 0;
-}
-
-static void redis_stop(struct redis_server *s)
-{
-	if (s->pid <= 0)
-		return;
-	(void)kill(s->pid, SIGCONT);
-	(void)kill(s->pid, SIGTERM);
-	uint64_t end = now_ms() + 5000;
-	int status;
-	while (waitpid(s->pid, &status, WNOHANG) == 0) {
-		if (now_ms() > end) {
-			(void)kill(s->pid, SIGKILL);
-			(void)waitpid(s->pid, &status, 0);
-			break;
-		}
-		sleep_ms(10);
-	}
-	s->pid = -1;
-}
-
-static int redis_server_init(struct redis_server *s, const char *name)
-{
-	if (snprintf(s->dir, sizeof(s->dir), "/tmp/pst-%s-XXXXXX", name) >= (int)sizeof(s->dir))
-		return -1;
-	if (mkdtemp(s->dir) == NULL)
-		return -1;
-	if (snprintf(s->sock, sizeof(s->sock), "%s/redis.sock", s->dir) >= (int)sizeof(s->sock) ||
-	    snprintf(s->addr, sizeof(s->addr), "unix:%s", s->sock) >= (int)sizeof(s->addr))
-		return -1;
-	s->pid = -1;
-	return 0;
-}
-
-/* Removes a folder made by redis_server_init, and nothing else. */
-static void rm_tree(const char *dir)
-{
-	if (strncmp(dir, "/tmp/pst-", 9) != 0 || strstr(dir, "..") != NULL ||
-	    strstr(dir, "XXXXXX") != NULL)
-		return;
-	pid_t pid = fork();
-	if (pid == 0) {
-		execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
-		_exit(127);
-	}
-	if (pid > 0) {
-		int status;
-		(void)waitpid(pid, &status, 0);
-	}
-}
-
-/* ---- a blocking helper context on the server under test ---- */
-
-static redisContext *g_ctx;
-
-static redisContext *ctx_get(void)
-{
-	if (g_ctx != NULL && g_ctx->err != 0) {
-		redisFree(g_ctx);
-		g_ctx = NULL;
-	}
-	if (g_ctx == NULL)
-		g_ctx = connect_sock(g_redis.sock, 2000);
-	if (g_ctx == NULL)
-		fail_msg("connect to the test redis: failed");
-	return g_ctx;
-}
-
-static void ctx_drop(void)
-{
-	if (g_ctx != NULL)
-		redisFree(g_ctx);
-	g_ctx = NULL;
-}
-
-static redisReply *rq(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(ctx_get(), fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		fail_msg("redis command %s: no reply (%s)", fmt, g_ctx->errstr);
-	return r;
-}
-
-static void rq_ok(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(ctx_get(), fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		fail_msg("redis command %s: no reply (%s)", fmt, g_ctx->errstr);
-	if (r->type == REDIS_REPLY_ERROR) {
-		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", r->str);
-		freeReplyObject(r);
-		fail_msg("redis command %s: %s", fmt, msg);
-	}
-	freeReplyObject(r);
-}
-
-static long long rq_int(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(ctx_get(), fmt, ap);
-	va_end(ap);
-	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
-		fail_msg("redis command %s: no integer reply", fmt);
-	long long v = r->integer;
-	freeReplyObject(r);
-	return v;
-}
-
-/* The value of field in an HGETALL reply, or NULL. */
-static const char *hash_field(const redisReply *r, const char *field)
-{
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, field) == 0)
-			return r->element[i + 1]->str;
-	return NULL;
-}
-
-static long long info_used_memory(void)
-{
-	redisReply *r = rq("INFO memory");
-	const char *p = strstr(r->str, "used_memory:");
-	if (p == NULL)
-		fail_msg("INFO memory: no used_memory");
-	long long v = strtoll(p + strlen("used_memory:"), NULL, 10);
-	freeReplyObject(r);
-	return v;
-}
-
 /* ---- event-loop helpers ---- */
-
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-}
-
-/* Runs base until cond(arg) holds or max_ms passes; returns whether cond holds. */
-static bool run_until(struct event_base *base, bool (*cond)(void *), void *arg, int max_ms)
-{
-	struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-	struct timeval tv = {0, 10000};
-	if (tick == NULL || event_add(tick, &tv) == -1)
-		fail_msg("event_new/event_add: failed");
-	uint64_t end = now_ms() + (uint64_t)max_ms;
-	bool ok;
-	while (!(ok = cond(arg)) && now_ms() < end)
-		if (event_base_loop(base, EVLOOP_ONCE) == -1)
-			break;
-	event_free(tick);
-	return ok;
-}
-
-static bool cond_never(void *arg)
-{
-	(void)arg;
-	return false;
-}
 
 static bool cond_ready(void *arg)
 {
 	return queue_conn_ready(arg);
 }
-
-static void run_for(struct event_base *base, int ms)
-{
-	run_until(base, cond_never, NULL, ms);
-}
-
 
 /* ---- fixtures ---- */
 
@@ -394,53 +77,26 @@ static struct queue_admin *admin_open(void)
 static int group_setup(void **state)
 {
 	(void)state;
-	if (redis_server_init(&g_redis, "sched") == -1)
-		return -1;
-	if (redis_start(&g_redis, (const char *)NULL) == -1) {
-		redis_stop(&g_redis);
-		return -1;
-	}
-	return 0;
+	return test_redis_group_start("sched");
 }
 
 static int group_teardown(void **state)
 {
 	(void)state;
-	ctx_drop();
-	redis_stop(&g_redis);
-	rm_tree(g_redis.dir);
-	return 0;
+	return test_redis_group_stop();
 }
 
 /* Each test starts on an empty, running, durable server with two ready connections. */
 static int setup(void **state)
 {
-	int status;
-	if (g_redis.pid > 0 && waitpid(g_redis.pid, &status, WNOHANG) == g_redis.pid)
-		g_redis.pid = -1;
-	if (g_redis.pid <= 0 && redis_start(&g_redis, (const char *)NULL) == -1)
-		return -1;
-	redisContext *ctx = connect_sock(g_redis.sock, 2000);
-	if (ctx == NULL)
-		return -1;
 	static const char *const reset[] = {"CONFIG SET maxmemory 0",
 	                                    "CONFIG SET appendfsync always",
 	                                    "CONFIG SET maxmemory-policy noeviction",
 	                                    "CONFIG RESETSTAT",
 	                                    "SCRIPT FLUSH",
 	                                    "FLUSHALL"};
-	for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++) {
-		redisReply *r = redisCommand(ctx, reset[i]);
-		bool ok = r != NULL && r->type != REDIS_REPLY_ERROR;
-		if (r != NULL)
-			freeReplyObject(r);
-		if (!ok) {
-			redisFree(ctx);
-			return -1;
-		}
-	}
-	redisFree(ctx);
-	ctx_drop();
+	if (test_redis_reset(reset, sizeof(reset) / sizeof(reset[0])) == -1)
+		return -1;
 	struct fixture *f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		return -1;
@@ -720,8 +376,7 @@ struct got_lease {
 	char addr[8][64];
 };
 
-static void on_lease(enum queue_result res, const struct queue_delivery *d, uint64_t ref,
-                     void *arg)
+static void on_lease(enum queue_result res, const struct queue_delivery *d, uint64_t ref, void *arg)
 {
 	struct got_lease *g = arg;
 	g->w.calls++;
@@ -796,8 +451,8 @@ static struct queue_outcome_result outcome_on(struct fixture *f, struct queue_co
 	struct queue_rcpt_outcome ro[8];
 	for (size_t i = 0; i < g->nrcpts && i < 8; i++)
 		ro[i] = (struct queue_rcpt_outcome){g->idx[i], kind, reply, NULL};
-	struct queue_outcome o = {g->id, g->domain, g->token, "mx1.example", "TLSv1.3", down_ms,
-	                          ro, g->nrcpts};
+	struct queue_outcome o = {g->id,     g->domain, g->token, "mx1.example",
+	                          "TLSv1.3", down_ms,   ro,       g->nrcpts};
 	struct outcome_waiter w = {.w.want = 1};
 	CHECK_INT("queue_delivery_outcome return",
 	          queue_delivery_outcome(c, &f->pol, &o, on_outcome, 5, &w), 0);
@@ -904,10 +559,10 @@ static void test_pure_helpers(void **state)
 	for (size_t i = 0; i < sizeof(pressure) / sizeof(pressure[0]); i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "pressure case %zu", i);
-		CHECK_INT(name,
-		          queue_pressure_full(&pressure[i].p, pressure[i].percent,
-		                              pressure[i].max_rcpts),
-		          pressure[i].want);
+		CHECK_INT(
+		    name,
+		    queue_pressure_full(&pressure[i].p, pressure[i].percent, pressure[i].max_rcpts),
+		    pressure[i].want);
 	}
 
 	struct queue_policy p;
@@ -943,8 +598,8 @@ static void test_commit_campaign(void **state)
 	char buf[64];
 	CHECK_STR("campaign stored", hget("pst:msg:00000000000000c1", "campaign", buf, 64),
 	          "spring-2024");
-	CHECK_INT("no campaign field for NULL",
-	          rq_int("HEXISTS pst:msg:00000000000000c2 campaign"), 0);
+	CHECK_INT("no campaign field for NULL", rq_int("HEXISTS pst:msg:00000000000000c2 campaign"),
+	          0);
 	CHECK_INT("no campaign field for \"\"", rq_int("HEXISTS pst:msg:00000000000000c3 campaign"),
 	          0);
 	struct queue_message m = message("00000000000000c4", "alice", "two words", rc_a, 1);
@@ -1009,7 +664,8 @@ static void test_promote_exact(void **state)
 		rq_ok("ZADD pst:sched XX %lld %016x:d%u.example", (long long)later, 0x1000 + i,
 		      i % DOMAINS);
 	f->pol.batch = 7;
-	struct promoter p[2] = {{f, f->conn, false, false, 0, 0}, {f, f->conn2, false, false, 0, 0}};
+	struct promoter p[2] = {{f, f->conn, false, false, 0, 0},
+	                        {f, f->conn2, false, false, 0, 0}};
 	promoter_go(&p[0]);
 	promoter_go(&p[1]);
 	if (!run_until(f->base, cond_promoters, p, WAIT_MS))
@@ -1186,8 +842,8 @@ static void test_lease_delivered_removes_body(void **state)
 	CHECK_TRUE("state sending", strncmp(buf, "sending 0 ", 10) == 0);
 	CHECK_INT("lease recorded", zscore("pst:leases", "00000000000000d1:a.example"),
 	          g.deadline_ms);
-	CHECK_INT("nothing else ready at a", lease_on(f, f->conn, "mx.a.example", "w1", NULL).status,
-	          QUEUE_LEASE_EMPTY);
+	CHECK_INT("nothing else ready at a",
+	          lease_on(f, f->conn, "mx.a.example", "w1", NULL).status, QUEUE_LEASE_EMPTY);
 
 	struct queue_outcome_result r = outcome(f, &g, QUEUE_OUTCOME_DELIVERED, "250 2.0.0 Ok");
 	CHECK_INT("record", r.record, QUEUE_RECORD_OK);
@@ -1228,7 +884,8 @@ static void test_lease_delivered_removes_body(void **state)
 	for (size_t i = 0; i < keys->elements; i++) {
 		const char *k = keys->element[i]->str;
 		bool shared = strcmp(k, "pst:stat") == 0 || strcmp(k, "pst:events") == 0 ||
-		              strcmp(k, "pst:lease:seq") == 0 || strncmp(k, "pst:site:of:", 12) == 0;
+		              strcmp(k, "pst:lease:seq") == 0 ||
+		              strncmp(k, "pst:site:of:", 12) == 0;
 		if (!shared)
 			fail_msg("key left after the last recipient: got %s, want none", k);
 	}
@@ -1318,8 +975,8 @@ static void test_expiry_at_max_age(void **state)
 	struct got_lease g = lease_ok(f, "mx.a.example");
 	struct queue_outcome_result r = outcome(f, &g, QUEUE_OUTCOME_DEFERRED, "451 4.2.0 Busy");
 	CHECK_INT("first deferral is not an expiry", r.deferred, 1);
-	CHECK_INT("last attempt at the maximum age", zscore("pst:sched", "00000000000000a1:a.example"),
-	          now - 3000 + 4000);
+	CHECK_INT("last attempt at the maximum age",
+	          zscore("pst:sched", "00000000000000a1:a.example"), now - 3000 + 4000);
 	/* Wait for it for real: promotion picks it up at the maximum age. */
 	int64_t until = now + 1000 + 2000;
 	struct queue_promote_result pr = {0};
@@ -1367,20 +1024,19 @@ static void test_reclaim_dead_and_stale(void **state)
 
 	/* Worker a comes back late: its outcome is refused and changes nothing. */
 	long long events = xlen_events();
-	struct queue_outcome_result r = outcome_on(f, f->conn, &a, QUEUE_OUTCOME_DELIVERED, "250 ok",
-	                                           0);
+	struct queue_outcome_result r =
+	    outcome_on(f, f->conn, &a, QUEUE_OUTCOME_DELIVERED, "250 ok", 0);
 	CHECK_INT("stale outcome refused", r.record, QUEUE_RECORD_STALE);
 	CHECK_INT("no event from the stale outcome", xlen_events(), events);
 	CHECK_INT("message still open", hget_int("pst:msg:00000000000000b1", "open"), 1);
 	struct waiter w = {.want = 1};
-	CHECK_INT("renew stale", queue_delivery_renew(f->conn, a.id, a.domain, a.token, 1000, on_flag,
-	                                              0, &w),
-	          0);
+	CHECK_INT("renew stale",
+	          queue_delivery_renew(f->conn, a.id, a.domain, a.token, 1000, on_flag, 0, &w), 0);
 	wait_for(f, &w, "renew");
 	CHECK_INT("stale renew refused", w.flag, false);
 	w = (struct waiter){.want = 1};
-	CHECK_INT("renew", queue_delivery_renew(f->conn2, b.id, b.domain, b.token, 60000, on_flag, 0,
-	                                        &w),
+	CHECK_INT("renew",
+	          queue_delivery_renew(f->conn2, b.id, b.domain, b.token, 60000, on_flag, 0, &w),
 	          0);
 	wait_for(f, &w, "renew");
 	CHECK_INT("renewed", w.flag, true);
@@ -1435,8 +1091,7 @@ struct site_waiter {
 	int64_t ready, leased, wait_ms;
 };
 
-static void on_site(enum queue_result res, const struct queue_site_pick *p, uint64_t ref,
-                    void *arg)
+static void on_site(enum queue_result res, const struct queue_site_pick *p, uint64_t ref, void *arg)
 {
 	struct site_waiter *s = arg;
 	s->w.calls++;
@@ -1616,8 +1271,8 @@ static void test_gcra_two_workers(void **state)
 	CHECK_INT("grants in the busiest one-second window <= rate", worst <= RATE, 1);
 	CHECK_TRUE("the rate is used (>= 90 % of 2.5 s x 20/s)", ngrants >= 45);
 	CHECK_TRUE("both workers got grants", h[0].granted > 0 && h[1].granted > 0);
-	CHECK_TRUE("both workers were refused too", h[0].asked > h[0].granted &&
-	                                                h[1].asked > h[1].granted);
+	CHECK_TRUE("both workers were refused too",
+	           h[0].asked > h[0].granted && h[1].asked > h[1].granted);
 
 	/* Lease charges the same rate, and only when it leases something. */
 	rq_ok("DEL pst:rate:mx.rate.example");
@@ -1625,10 +1280,10 @@ static void test_gcra_two_workers(void **state)
 	commit_bulk(f, 0x4000, 3, "alice", NULL, 1, 10);
 	promote_all(f);
 	const struct queue_rate slow = {1, 60000, 2};
-	CHECK_INT("lease 1 in the burst", lease_on(f, f->conn, "mx.rate.example", "w", &slow).status,
-	          QUEUE_LEASE_OK);
-	CHECK_INT("lease 2 in the burst", lease_on(f, f->conn, "mx.rate.example", "w", &slow).status,
-	          QUEUE_LEASE_OK);
+	CHECK_INT("lease 1 in the burst",
+	          lease_on(f, f->conn, "mx.rate.example", "w", &slow).status, QUEUE_LEASE_OK);
+	CHECK_INT("lease 2 in the burst",
+	          lease_on(f, f->conn, "mx.rate.example", "w", &slow).status, QUEUE_LEASE_OK);
 	struct got_lease g = lease_on(f, f->conn, "mx.rate.example", "w", &slow);
 	CHECK_INT("lease 3 waits", g.status, QUEUE_LEASE_WAIT);
 	CHECK_TRUE("wait about a minute", g.wait_ms > 50000 && g.wait_ms <= 60000);
@@ -1665,9 +1320,9 @@ static struct queue_slot_result slot_acquire(struct fixture *f, struct queue_con
 static bool slot_flag(struct fixture *f, bool renew, uint64_t slot, int64_t ttl)
 {
 	struct waiter w = {.want = 1};
-	int rc = renew ? queue_site_slot_renew(f->conn, "mx.slots.example", slot, ttl, on_flag, 0, &w)
-	               : queue_site_slot_release(f->conn, "mx.slots.example", slot, on_flag, 0,
-	                                         &w);
+	int rc = renew
+	             ? queue_site_slot_renew(f->conn, "mx.slots.example", slot, ttl, on_flag, 0, &w)
+	             : queue_site_slot_release(f->conn, "mx.slots.example", slot, on_flag, 0, &w);
 	CHECK_INT("slot renew/release return", rc, 0);
 	wait_for(f, &w, "slot renew/release");
 	return w.flag;
@@ -1682,9 +1337,9 @@ static void test_slots_cap_and_expiry(void **state)
 	memset(s, 0, sizeof(s));
 	for (int i = 0; i < 10; i++) {
 		s[i].w.want = 1;
-		CHECK_INT("acquire", queue_site_slot_acquire(i % 2 ? f->conn2 : f->conn,
-		                                             "mx.slots.example", MAX, 400, on_slot, 0,
-		                                             &s[i]),
+		CHECK_INT("acquire",
+		          queue_site_slot_acquire(i % 2 ? f->conn2 : f->conn, "mx.slots.example",
+		                                  MAX, 400, on_slot, 0, &s[i]),
 		          0);
 	}
 	uint64_t held[MAX];
@@ -1744,8 +1399,8 @@ static void test_fairness(void **state)
 
 	/* Within one tenant: campaigns round robin, and retries beside first attempts. */
 	site_set(f, "d1.example", "mx.camp.example");
-	commit_bulk(f, 0x30000, 200, "carol", "big", 2, 10);    /* 100 at d1 */
-	commit_bulk(f, 0x40000, 10, "carol", "alerts", 2, 10);  /* 5 at d1 */
+	commit_bulk(f, 0x30000, 200, "carol", "big", 2, 10);   /* 100 at d1 */
+	commit_bulk(f, 0x40000, 10, "carol", "alerts", 2, 10); /* 5 at d1 */
 	CHECK_INT("ready (d0 at its own site)", promote_all(f).ready, 210);
 	int alerts = 0;
 	f->pol.backoff_first_ms = 1;
@@ -1755,8 +1410,9 @@ static void test_fairness(void **state)
 		if (strcmp(g.campaign, "alerts") == 0)
 			alerts++;
 		/* Defer the big campaign's: they come back as retries. */
-		outcome(f, &g, strcmp(g.campaign, "big") == 0 ? QUEUE_OUTCOME_DEFERRED
-		                                              : QUEUE_OUTCOME_DELIVERED,
+		outcome(f, &g,
+		        strcmp(g.campaign, "big") == 0 ? QUEUE_OUTCOME_DEFERRED
+		                                       : QUEUE_OUTCOME_DELIVERED,
 		        "451 later");
 	}
 	CHECK_INT("the small campaign's 5 within the first 10", alerts, 5);
@@ -1808,8 +1464,8 @@ static void test_back_pressure(void **state)
 	wait_for(f, &pw.w, "pressure");
 	CHECK_STR("pressure result", queue_result_name(pw.w.res), "ok");
 	CHECK_INT("pressure maxmemory", pw.p.maxmemory, 104857600);
-	CHECK_TRUE("pressure used_memory", pw.p.used_memory > 100000 &&
-	                                       pw.p.used_memory < pw.p.maxmemory);
+	CHECK_TRUE("pressure used_memory",
+	           pw.p.used_memory > 100000 && pw.p.used_memory < pw.p.maxmemory);
 	CHECK_INT("pressure recipients", pw.p.recipients_queued, 3);
 	CHECK_INT("pressure messages", pw.p.messages_queued, 3);
 	CHECK_INT("full by count", queue_pressure_full(&pw.p, 90, 3), true);
@@ -1838,8 +1494,8 @@ static void test_drain_at_maxmemory(void **state)
 	CHECK_INT("bodies before", count_keys("pst:body:*"), 20);
 	for (int i = 0; i < 10; i++) {
 		struct got_lease g = lease_ok(f, "mx.oom.example");
-		struct queue_outcome_result r =
-		    outcome(f, &g, i % 2 ? QUEUE_OUTCOME_DELIVERED : QUEUE_OUTCOME_FAILED, "250 ok");
+		struct queue_outcome_result r = outcome(
+		    f, &g, i % 2 ? QUEUE_OUTCOME_DELIVERED : QUEUE_OUTCOME_FAILED, "250 ok");
 		CHECK_INT("outcome over maxmemory recorded", r.record, QUEUE_RECORD_OK);
 		CHECK_INT("message done", r.message_done, true);
 	}
@@ -1900,9 +1556,8 @@ static void test_admin(void **state)
 	          -1);
 
 	/* Hold a message: its scheduled entries leave pst:sched at once. */
-	CHECK_INT("hold message", admin_do(f, queue_admin_hold, QUEUE_SELECT_MESSAGE,
-	                                   "00000000000000a1"),
-	          2);
+	CHECK_INT("hold message",
+	          admin_do(f, queue_admin_hold, QUEUE_SELECT_MESSAGE, "00000000000000a1"), 2);
 	struct queue_promote_result r = promote_all(f);
 	CHECK_INT("ready without the held message", r.ready, 2);
 	char text[4096];
@@ -1910,13 +1565,13 @@ static void test_admin(void **state)
 	CHECK_TRUE("stats: held 2", strstr(text, " held=2 ") != NULL);
 	CHECK_TRUE("stats: shared site line",
 	           strstr(text, "\nmx.shared.example ready=2 leased=0 down=- held=no\n") != NULL);
-	CHECK_INT("release message", admin_do(f, queue_admin_release, QUEUE_SELECT_MESSAGE,
-	                                      "00000000000000a1"),
-	          2);
+	CHECK_INT("release message",
+	          admin_do(f, queue_admin_release, QUEUE_SELECT_MESSAGE, "00000000000000a1"), 2);
 	CHECK_INT("released entries ready", promote_all(f).ready, 2);
 
 	/* Hold a domain: its ready entries are diverted when a lease meets them. */
-	CHECK_INT("hold domain", admin_do(f, queue_admin_hold, QUEUE_SELECT_DOMAIN, "a.example"), 1);
+	CHECK_INT("hold domain", admin_do(f, queue_admin_hold, QUEUE_SELECT_DOMAIN, "a.example"),
+	          1);
 	struct got_lease g = lease_ok(f, "mx.shared.example");
 	CHECK_STR("lease skips the held domain", g.domain, "c.example");
 	CHECK_INT("nothing else at the shared site",
@@ -1948,7 +1603,8 @@ static void test_admin(void **state)
 	f->pol.backoff_first_ms = 3600000;
 	outcome_on(f, f->conn, &g, QUEUE_OUTCOME_SITE_DOWN, "no host answered", 600000);
 	CHECK_INT("not due", promote_once(f, f->conn).ready, 0);
-	CHECK_INT("retry site", admin_do(f, queue_admin_retry, QUEUE_SELECT_SITE, "mx.b.example"), 2);
+	CHECK_INT("retry site", admin_do(f, queue_admin_retry, QUEUE_SELECT_SITE, "mx.b.example"),
+	          2);
 	CHECK_INT("down mark removed", rq_int("EXISTS pst:down:mx.b.example"), 0);
 	CHECK_INT("due again", promote_once(f, f->conn).ready, 1);
 
@@ -1984,10 +1640,10 @@ static void test_admin(void **state)
 /* ---- scale: memory per recipient and the cost of a lease ---- */
 
 struct scale {
-	long long bytes_sched;  /* per recipient, committed (in pst:sched) */
-	long long bytes_ready;  /* per recipient, promoted into ready queues */
-	double lease_us;        /* wall time per lease + outcome round trip pair */
-	double redis_us;        /* Redis CPU per lease + outcome (commandstats) */
+	long long bytes_sched; /* per recipient, committed (in pst:sched) */
+	long long bytes_ready; /* per recipient, promoted into ready queues */
+	double lease_us;       /* wall time per lease + outcome round trip pair */
+	double redis_us;       /* Redis CPU per lease + outcome (commandstats) */
 	double redis_lease_us, redis_outcome_us;
 	long long bytes_lease; /* Redis memory per lease held */
 };
@@ -2022,8 +1678,8 @@ static struct scale measure(struct fixture *f, unsigned recipients, unsigned dom
 			snprintf(dom, sizeof(dom), "d%u.example", d + j);
 			snprintf(site, sizeof(site), "mx%u.example", (d + j) % sites);
 			mw[j] = (struct moved_waiter){.w.want = 1};
-			if (queue_site_set(f->conn, &f->pol, dom, site, 86400, on_moved, 0, &mw[j]) !=
-			    0)
+			if (queue_site_set(f->conn, &f->pol, dom, site, 86400, on_moved, 0,
+			                   &mw[j]) != 0)
 				fail_msg("queue_site_set: got -1, want 0");
 		}
 		for (unsigned j = 0; j < n; j++)
@@ -2097,9 +1753,9 @@ static void test_conn_free_answers(void **state)
 	memset(&g, 0, sizeof(g));
 	struct promote_waiter p = {.w.want = 1};
 	struct site_waiter s = {.w.want = 1};
-	CHECK_INT("lease", queue_delivery_lease(f->conn, &f->pol, "mx.a.example", "w1", NULL,
-	                                        on_lease, 1, &g),
-	          0);
+	CHECK_INT(
+	    "lease",
+	    queue_delivery_lease(f->conn, &f->pol, "mx.a.example", "w1", NULL, on_lease, 1, &g), 0);
 	CHECK_INT("promote", queue_sched_promote(f->conn, &f->pol, on_promote, 2, &p), 0);
 	CHECK_INT("site next", queue_site_next(f->conn, on_site, 3, &s), 0);
 	queue_conn_free(f->conn);
@@ -2112,17 +1768,14 @@ static void test_conn_free_answers(void **state)
 	CHECK_INT("site next answered once", s.w.calls, 1);
 	run_for(f->base, 100);
 	CHECK_INT("still once", g.w.calls + p.w.calls + s.w.calls, 3);
-	CHECK_INT("not ready: -1 without a callback",
-	          queue_site_next(f->conn2, NULL, 0, NULL), -1);
+	CHECK_INT("not ready: -1 without a callback", queue_site_next(f->conn2, NULL, 0, NULL), -1);
 	struct queue_policy bad = f->pol;
 	bad.batch = 0;
 	CHECK_INT("bad policy: -1", queue_sched_promote(f->conn2, &bad, on_promote, 0, &p), -1);
-	CHECK_INT("bad site: -1", queue_delivery_lease(f->conn2, &f->pol, "a|b", "w1", NULL,
-	                                               on_lease, 0, &g),
-	          -1);
-	CHECK_INT("bad worker: -1", queue_delivery_lease(f->conn2, &f->pol, "mx", "w 1", NULL,
-	                                                 on_lease, 0, &g),
-	          -1);
+	CHECK_INT("bad site: -1",
+	          queue_delivery_lease(f->conn2, &f->pol, "a|b", "w1", NULL, on_lease, 0, &g), -1);
+	CHECK_INT("bad worker: -1",
+	          queue_delivery_lease(f->conn2, &f->pol, "mx", "w 1", NULL, on_lease, 0, &g), -1);
 	CHECK_INT("no callback for refused calls", g.w.calls + p.w.calls, 2);
 }
 
