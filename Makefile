@@ -40,7 +40,9 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 TESTLIB_SRC := $(wildcard tests/unit/lib_*.c)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_SRC := $(filter-out tests/tools/lib_%.c,$(wildcard tests/tools/*.c))
+# Shared tool code (tests/tools/lib_*.c), linked into every tool.
+TOOLLIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/tools/lib_*.c))
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
 .SECONDARY:
@@ -67,7 +69,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(BUILD)/libpostino.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
 
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libpostino.a
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(TOOLLIB_OBJ) $(BUILD)/libpostino.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

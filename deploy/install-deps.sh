@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="build-essential pkg-config make gcc libevent-dev libhiredis-dev libopendkim-dev \
 libcmocka-dev libssl-dev openssl redis-server swaks python3 ca-certificates \
-python3-dkim libmail-dkim-perl dnsmasq-base"
+python3-dkim libmail-dkim-perl dnsmasq-base clang-format"
 
 missing=""
 for p in $PACKAGES; do

@@ -219,8 +219,8 @@ int queue_resolve_take(struct queue_conn *c, unsigned max, int64_t claim_ms, que
 
 /* moved: entries handled by this call (at most the policy's batch); remaining: entries still
  * waiting for the domain: call again while it is not 0. */
-typedef void queue_moved_fn(enum queue_result res, unsigned moved, unsigned remaining,
-                            uint64_t ref, void *arg);
+typedef void queue_moved_fn(enum queue_result res, unsigned moved, unsigned remaining, uint64_t ref,
+                            void *arg);
 /* Records domain -> site for ttl_s seconds (pst:site:of:<domain>, shared by every worker) and
  * moves the domain's waiting entries into the site's ready queue. domain: 1..255 bytes, no
  * space; site: 1..QUEUE_SITE_MAX bytes of 0x21..0x7e without '|'; ttl_s >= 1. */
@@ -240,10 +240,10 @@ enum queue_pick {
 };
 struct queue_site_pick {
 	enum queue_pick pick;
-	const char *site;  /* "" unless QUEUE_PICK_SITE */
-	int64_t ready;     /* entries in its ready queue */
-	int64_t leased;    /* entries of it leased now */
-	int64_t wait_ms;   /* QUEUE_PICK_LATER */
+	const char *site; /* "" unless QUEUE_PICK_SITE */
+	int64_t ready;    /* entries in its ready queue */
+	int64_t leased;   /* entries of it leased now */
+	int64_t wait_ms;  /* QUEUE_PICK_LATER */
 };
 typedef void queue_site_fn(enum queue_result res, const struct queue_site_pick *pick, uint64_t ref,
                            void *arg);
@@ -292,10 +292,10 @@ struct queue_delivery {
 	const char *site;
 	const char *sender; /* "" for <> */
 	const char *user;
-	const char *campaign;  /* "" for none */
+	const char *campaign; /* "" for none */
 	int64_t received_ms;
-	int64_t deadline_ms;   /* the lease expires then (Redis clock) unless renewed */
-	unsigned attempt;      /* this attempt's number, 1 for the first */
+	int64_t deadline_ms; /* the lease expires then (Redis clock) unless renewed */
+	unsigned attempt;    /* this attempt's number, 1 for the first */
 	bool smtputf8;
 	bool body_8bit;
 	const char *body;
@@ -407,8 +407,8 @@ struct queue_pressure {
 	int64_t messages_queued;
 	int64_t recipients_queued;
 };
-typedef void queue_pressure_fn(enum queue_result res, const struct queue_pressure *p,
-                               uint64_t ref, void *arg);
+typedef void queue_pressure_fn(enum queue_result res, const struct queue_pressure *p, uint64_t ref,
+                               void *arg);
 /* Reads memory use and queue size in one round trip, for the relay to sample (every second)
  * and cache. */
 int queue_pressure_read(struct queue_conn *c, queue_pressure_fn *cb, uint64_t ref, void *arg);

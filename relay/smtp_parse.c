@@ -659,7 +659,7 @@ enum smtp_parse_status smtp_helo_check(const char *arg, size_t len)
 			if (n == 0)
 				return SMTP_PARSE_SYNTAX;
 			i += n;
-				} else if (is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_') {
+		} else if (is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_') {
 			/* LDH plus '_', which real client hosts use; nothing that could change
 			 * the meaning of the Received: header the name is copied into */
 			i++;

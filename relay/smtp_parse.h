@@ -101,7 +101,7 @@ enum smtp_parse_status smtp_rcpt_parse(const char *arg, size_t len, bool smtputf
                                        struct smtp_rcpt_args *out);
 
 /*
-  * Checks an EHLO/HELO argument: a domain name or an address literal ([1.2.3.4], [IPv6:...]).
+ * Checks an EHLO/HELO argument: a domain name or an address literal ([1.2.3.4], [IPv6:...]).
  * Lenient on the name's shape (clients send bare host names, underscores, a trailing dot),
  * strict on its octets: letters, digits, '-', '.', '_' and well-formed UTF-8 only, 1..255
  * octets, so the name can go into a Received: header as is. Returns SMTP_PARSE_OK or

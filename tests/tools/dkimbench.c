@@ -48,6 +48,7 @@
 #include "dkim/dkkeys.h"
 #include "dkim/dksign.h"
 #include "relay/buf.h"
+#include "tests/tools/lib_tool.h"
 
 #define BENCH_DOMAIN    "bench.example"
 #define BENCH_BYTES_MAX (10 * 1024 * 1024)
@@ -64,13 +65,6 @@ struct worker {
 	bool failed;
 	char err[256];
 };
-
-static double now_seconds(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static double cpu_seconds(void)
 {
@@ -136,7 +130,7 @@ static double bench_run(struct dksign_ctx *ctx, EVP_PKEY *baseline,
 	atomic_init(&stop, false);
 	if (w == NULL)
 		return -1;
-	double start = now_seconds(), cpu_start = cpu_seconds();
+	double start = tool_mono_seconds(), cpu_start = cpu_seconds();
 	int started = 0;
 	for (; started < threads; started++) {
 		w[started] = (struct worker){.baseline = baseline,
@@ -164,7 +158,7 @@ static double bench_run(struct dksign_ctx *ctx, EVP_PKEY *baseline,
 			failed = true;
 		}
 	}
-	double elapsed = now_seconds() - start;
+	double elapsed = tool_mono_seconds() - start;
 	*cpu_us = total > 0 ? (cpu_seconds() - cpu_start) / (double)total * 1e6 : 0;
 	free(w);
 	return failed ? -1 : (double)total / elapsed;

@@ -59,11 +59,13 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
-#define LG_LINE_MAX     4096 /* octets of one reply line, without its CRLF */
-#define LG_REPLY_LINES  128  /* lines of one multi-line reply */
-#define LG_TEXT_MAX     160  /* octets of a reply kept for diagnostics */
-#define LG_DIAG_MAX     20   /* failures described on stderr; later ones are only counted */
-#define LG_BODY_CHARS   76   /* printable characters per body line */
+#include "tests/tools/lib_tool.h"
+
+#define LG_LINE_MAX     TOOL_LINE_MAX /* octets of one reply line, without its CRLF */
+#define LG_REPLY_LINES  128           /* lines of one multi-line reply */
+#define LG_TEXT_MAX     160           /* octets of a reply kept for diagnostics */
+#define LG_DIAG_MAX     20 /* failures described on stderr; later ones are only counted */
+#define LG_BODY_CHARS   76 /* printable characters per body line */
 #define LG_BODY_LINE    (LG_BODY_CHARS + 2)
 #define LG_DOT_EVERY    17 /* every 17th body line starts with '.', to exercise stuffing */
 #define LG_SIZE_MIN     256
@@ -228,23 +230,6 @@ static void transaction_start(struct lg_session *s);
 static double elapsed_ms(const struct timespec *a, const struct timespec *b)
 {
 	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
-}
-
-/* Bounded decimal parse of a whole string within [min, max]. Returns 0 or -1. */
-static int parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	if (s == NULL || *s == '\0' || strlen(s) > 19)
-		return -1;
-	uint64_t v = 0;
-	for (const char *p = s; *p != '\0'; p++) {
-		if (*p < '0' || *p > '9')
-			return -1;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	if (v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static unsigned digits_of(uint64_t v)
@@ -774,35 +759,6 @@ static void ehlo_keyword(struct lg_session *s, const char *p, size_t len)
 	}
 }
 
-/*
- * Takes one CRLF-ended line from in, without its CRLF, into line (LG_LINE_MAX + 1 octets).
- * Looks for the LF only within the first LG_LINE_MAX + 2 octets. Returns 1 with a line, 0
- * when none is complete yet, -1 for a line too long, ended by a bare LF, or holding a NUL.
- */
-static int line_take(struct evbuffer *in, char *line, size_t *len)
-{
-	size_t have = evbuffer_get_length(in);
-	if (have == 0)
-		return 0;
-	size_t scan = have < LG_LINE_MAX + 2 ? have : LG_LINE_MAX + 2;
-	struct evbuffer_ptr end;
-	if (evbuffer_ptr_set(in, &end, scan, EVBUFFER_PTR_SET) == -1)
-		return -1;
-	struct evbuffer_ptr lf = evbuffer_search_range(in, "\n", 1, NULL, &end);
-	if (lf.pos == -1)
-		return have >= LG_LINE_MAX + 2 ? -1 : 0;
-	size_t total = (size_t)lf.pos + 1;
-	char tmp[LG_LINE_MAX + 2];
-	if (evbuffer_remove(in, tmp, total) != (int)total)
-		return -1;
-	if (total < 2 || tmp[total - 2] != '\r' || memchr(tmp, '\0', total) != NULL)
-		return -1;
-	memcpy(line, tmp, total - 2);
-	line[total - 2] = '\0';
-	*len = total - 2;
-	return 1;
-}
-
 /* One reply line. Returns 1 when it ends the reply, 0 when more lines follow, -1 when it is
  * malformed: not "DDD", "DDD text" or "DDD-text", first digit 2..5, the same code on every
  * line, at most LG_REPLY_LINES lines. */
@@ -895,14 +851,14 @@ static void session_read(struct lg_session *s)
 	while (waiting_for_reply(s->state)) {
 		char line[LG_LINE_MAX + 1];
 		size_t len = 0;
-		int rc = line_take(in, line, &len);
-		if (rc == 0)
+		enum tool_line_result got = tool_line_take(in, line, &len, false);
+		if (got == TOOL_LINE_NONE)
 			return;
-		if (rc == -1) {
+		if (got != TOOL_LINE_OK) {
 			session_fail(s, 0, "reply line too long, without CRLF or with NUL");
 			return;
 		}
-		rc = reply_line(s, line, len);
+		int rc = reply_line(s, line, len);
 		if (rc == -1) {
 			char esc[LG_TEXT_MAX + 1];
 			escape_text(line, len, esc, sizeof esc);
@@ -1184,6 +1140,17 @@ static void usage(void)
 	        "  --verbose            log every state change on stderr\n");
 }
 
+/* --tls MODE */
+static int tls_option(void *target, const char *arg, const char **why)
+{
+	for (int i = 0; i <= LG_TLS_IMPLICIT; i++)
+		if (strcmp(arg, tls_names[i]) == 0) {
+			*(enum lg_tls *)target = (enum lg_tls)i;
+			return 0;
+		}
+	return -1;
+}
+
 static int options_parse(int argc, char **argv, struct lg_options *o)
 {
 	*o = (struct lg_options){
@@ -1200,144 +1167,37 @@ static int options_parse(int argc, char **argv, struct lg_options *o)
 	    .timeout = 30,
 	    .connect_timeout = 10,
 	};
-	enum {
-		OPT_HOST = 256,
-		OPT_PORT,
-		OPT_COUNT,
-		OPT_SIZE,
-		OPT_CONCURRENCY,
-		OPT_PER_SESSION,
-		OPT_RCPTS,
-		OPT_DOMAINS,
-		OPT_FROM,
-		OPT_TLS,
-		OPT_USER,
-		OPT_PASSWORD,
-		OPT_PIPELINING,
-		OPT_NO_PIPELINING,
-		OPT_TIMEOUT,
-		OPT_CONNECT_TIMEOUT,
-		OPT_VERBOSE,
-		OPT_HELP,
+	const struct tool_option table[] = {
+	    {"host", TOOL_OPTION_STRING, &o->host, 0, 0, NULL, false, NULL},
+	    {"port", TOOL_OPTION_UNSIGNED, &o->port, 1, 65535, "--port: 1..65535", false, NULL},
+	    {"count", TOOL_OPTION_U64, &o->count, 1, LG_COUNT_MAX, "--count: 1..100000000", false,
+	     NULL},
+	    {"size", TOOL_OPTION_SIZE, &o->size, LG_SIZE_MIN, LG_SIZE_MAX, "--size: 256..67108864",
+	     false, NULL},
+	    {"concurrency", TOOL_OPTION_UNSIGNED, &o->concurrency, 1, LG_SESSIONS_MAX,
+	     "--concurrency: 1..100000", false, NULL},
+	    {"per-session", TOOL_OPTION_UNSIGNED, &o->per_session, 1, 1000000,
+	     "--per-session: 1..1000000", false, NULL},
+	    {"rcpts", TOOL_OPTION_UNSIGNED, &o->rcpts, 1, LG_RCPTS_MAX, "--rcpts: 1..10000", false,
+	     NULL},
+	    {"domains", TOOL_OPTION_UNSIGNED, &o->domains, 1, 1000000, "--domains: 1..1000000",
+	     false, NULL},
+	    {"from", TOOL_OPTION_STRING, &o->from, 0, 0, NULL, false, NULL},
+	    {"tls", TOOL_OPTION_CALL, &o->tls, 0, 0, "--tls: none, starttls or implicit", false,
+	     tls_option},
+	    {"user", TOOL_OPTION_STRING, &o->user, 0, 0, NULL, false, NULL},
+	    {"password", TOOL_OPTION_STRING, &o->password, 0, 0, NULL, false, NULL},
+	    {"pipelining", TOOL_OPTION_FLAG, &o->pipelining, 0, 0, NULL, true, NULL},
+	    {"no-pipelining", TOOL_OPTION_FLAG, &o->pipelining, 0, 0, NULL, false, NULL},
+	    {"timeout", TOOL_OPTION_UNSIGNED, &o->timeout, 1, 3600, "--timeout: 1..3600", false,
+	     NULL},
+	    {"connect-timeout", TOOL_OPTION_UNSIGNED, &o->connect_timeout, 1, 3600,
+	     "--connect-timeout: 1..3600", false, NULL},
+	    {"verbose", TOOL_OPTION_FLAG, &o->verbose, 0, 0, NULL, true, NULL},
 	};
-	static const struct option longopts[] = {
-	    {"host", required_argument, NULL, OPT_HOST},
-	    {"port", required_argument, NULL, OPT_PORT},
-	    {"count", required_argument, NULL, OPT_COUNT},
-	    {"size", required_argument, NULL, OPT_SIZE},
-	    {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
-	    {"per-session", required_argument, NULL, OPT_PER_SESSION},
-	    {"rcpts", required_argument, NULL, OPT_RCPTS},
-	    {"domains", required_argument, NULL, OPT_DOMAINS},
-	    {"from", required_argument, NULL, OPT_FROM},
-	    {"tls", required_argument, NULL, OPT_TLS},
-	    {"user", required_argument, NULL, OPT_USER},
-	    {"password", required_argument, NULL, OPT_PASSWORD},
-	    {"pipelining", no_argument, NULL, OPT_PIPELINING},
-	    {"no-pipelining", no_argument, NULL, OPT_NO_PIPELINING},
-	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-	    {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
-	    {"verbose", no_argument, NULL, OPT_VERBOSE},
-	    {"help", no_argument, NULL, OPT_HELP},
-	    {NULL, 0, NULL, 0},
-	};
-	int c;
-	uint64_t v;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		const char *bad = NULL;
-		switch (c) {
-		case OPT_HOST:
-			o->host = optarg;
-			break;
-		case OPT_PORT:
-			if (parse_number(optarg, 1, 65535, &v) == -1)
-				bad = "--port: 1..65535";
-			o->port = (unsigned)v;
-			break;
-		case OPT_COUNT:
-			if (parse_number(optarg, 1, LG_COUNT_MAX, &v) == -1)
-				bad = "--count: 1..100000000";
-			o->count = v;
-			break;
-		case OPT_SIZE:
-			if (parse_number(optarg, LG_SIZE_MIN, LG_SIZE_MAX, &v) == -1)
-				bad = "--size: 256..67108864";
-			o->size = (size_t)v;
-			break;
-		case OPT_CONCURRENCY:
-			if (parse_number(optarg, 1, LG_SESSIONS_MAX, &v) == -1)
-				bad = "--concurrency: 1..100000";
-			o->concurrency = (unsigned)v;
-			break;
-		case OPT_PER_SESSION:
-			if (parse_number(optarg, 1, 1000000, &v) == -1)
-				bad = "--per-session: 1..1000000";
-			o->per_session = (unsigned)v;
-			break;
-		case OPT_RCPTS:
-			if (parse_number(optarg, 1, LG_RCPTS_MAX, &v) == -1)
-				bad = "--rcpts: 1..10000";
-			o->rcpts = (unsigned)v;
-			break;
-		case OPT_DOMAINS:
-			if (parse_number(optarg, 1, 1000000, &v) == -1)
-				bad = "--domains: 1..1000000";
-			o->domains = (unsigned)v;
-			break;
-		case OPT_FROM:
-			o->from = optarg;
-			break;
-		case OPT_TLS:
-			if (strcmp(optarg, "none") == 0)
-				o->tls = LG_TLS_NONE;
-			else if (strcmp(optarg, "starttls") == 0)
-				o->tls = LG_TLS_STARTTLS;
-			else if (strcmp(optarg, "implicit") == 0)
-				o->tls = LG_TLS_IMPLICIT;
-			else
-				bad = "--tls: none, starttls or implicit";
-			break;
-		case OPT_USER:
-			o->user = optarg;
-			break;
-		case OPT_PASSWORD:
-			o->password = optarg;
-			break;
-		case OPT_PIPELINING:
-			o->pipelining = true;
-			break;
-		case OPT_NO_PIPELINING:
-			o->pipelining = false;
-			break;
-		case OPT_TIMEOUT:
-			if (parse_number(optarg, 1, 3600, &v) == -1)
-				bad = "--timeout: 1..3600";
-			o->timeout = (unsigned)v;
-			break;
-		case OPT_CONNECT_TIMEOUT:
-			if (parse_number(optarg, 1, 3600, &v) == -1)
-				bad = "--connect-timeout: 1..3600";
-			o->connect_timeout = (unsigned)v;
-			break;
-		case OPT_VERBOSE:
-			o->verbose = true;
-			break;
-		case OPT_HELP:
-			usage();
-			exit(0);
-		default:
-			usage();
-			return -1;
-		}
-		if (bad != NULL) {
-			fprintf(stderr, "loadgen: %s\n", bad);
-			return -1;
-		}
-	}
-	if (optind != argc) {
-		usage();
+	if (tool_options_parse("loadgen", argc, argv, table, sizeof table / sizeof table[0],
+	                       usage) == -1)
 		return -1;
-	}
 	if (o->port == 0)
 		o->port = o->tls == LG_TLS_IMPLICIT ? 465 : 587;
 	const char *at = strrchr(o->from, '@');
@@ -1405,15 +1265,11 @@ static int resolve(struct loadgen *lg)
 
 static int ssl_setup(struct loadgen *lg)
 {
-	lg->ssl_ctx = SSL_CTX_new(TLS_client_method());
-	if (lg->ssl_ctx == NULL) {
-		fprintf(stderr, "loadgen: SSL_CTX_new: %s\n",
-		        ERR_error_string(ERR_get_error(), NULL));
+	lg->ssl_ctx = tool_tls_context_new("loadgen", TLS_client_method());
+	if (lg->ssl_ctx == NULL)
 		return -1;
-	}
 	/* servers under test use self-signed certificates: no verification */
 	SSL_CTX_set_verify(lg->ssl_ctx, SSL_VERIFY_NONE, NULL);
-	SSL_CTX_set_min_proto_version(lg->ssl_ctx, TLS1_2_VERSION);
 	/* every connection pays a full handshake, as a pool of fresh clients would */
 	SSL_CTX_set_session_cache_mode(lg->ssl_ctx, SSL_SESS_CACHE_OFF);
 	return 0;
@@ -1518,12 +1374,7 @@ int main(int argc, char **argv)
 	static struct loadgen lg;
 	if (options_parse(argc, argv, &lg.opt) == -1)
 		return 2;
-	signal(SIGPIPE, SIG_IGN);
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	tool_process_setup();
 	unsigned char rnd[8];
 	if (RAND_bytes(rnd, sizeof rnd) != 1) {
 		fprintf(stderr, "loadgen: RAND_bytes failed\n");
@@ -1549,10 +1400,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loadgen: out of memory\n");
 		goto out;
 	}
-	lg.sigint = evsignal_new(lg.base, SIGINT, on_signal, &lg);
-	lg.sigterm = evsignal_new(lg.base, SIGTERM, on_signal, &lg);
-	if (lg.sigint == NULL || lg.sigterm == NULL || event_add(lg.sigint, NULL) == -1 ||
-	    event_add(lg.sigterm, NULL) == -1) {
+	if (tool_signals_add(lg.base, on_signal, &lg, &lg.sigint, &lg.sigterm) == -1) {
 		fprintf(stderr, "loadgen: cannot set up signal handling\n");
 		goto out;
 	}

@@ -68,11 +68,12 @@
 #include <openssl/ssl.h>
 
 #include "relay/buf.h"
+#include "tests/tools/lib_tool.h"
 
-#define SINK_LINE_MAX      4096 /* command line octets, without CRLF */
-#define SINK_TEXT_LINE_MAX 998  /* RFC 5322 2.1.1: message line octets, without CRLF */
-#define SINK_REPLY_MAX     1024 /* one (possibly multi-line) reply */
-#define SINK_CUSTOM_MAX    512  /* a reply given on the command line */
+#define SINK_LINE_MAX      TOOL_LINE_MAX /* command line octets, without CRLF */
+#define SINK_TEXT_LINE_MAX 998           /* RFC 5322 2.1.1: message line octets, without CRLF */
+#define SINK_REPLY_MAX     1024          /* one (possibly multi-line) reply */
+#define SINK_CUSTOM_MAX    512           /* a reply given on the command line */
 #define SINK_RCPTS_MAX     1000
 #define SINK_ERRORS_MAX    20           /* 5xx replies before 421 and close */
 #define SINK_BUDGET        64           /* commands per read event */
@@ -202,20 +203,6 @@ static void session_end(struct sink_session *s);
 
 /* ---- helpers ---- */
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t unix_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* xorshift64*: enough for --fail-rate, reproducible with --seed. */
 static uint64_t rng_next(struct sink *k)
 {
@@ -223,22 +210,6 @@ static uint64_t rng_next(struct sink *k)
 	k->rng ^= k->rng << 25;
 	k->rng ^= k->rng >> 27;
 	return k->rng * 0x2545F4914F6CDD1DULL;
-}
-
-static int parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	if (s == NULL || *s == '\0' || strlen(s) > 19)
-		return -1;
-	uint64_t v = 0;
-	for (const char *p = s; *p != '\0'; p++) {
-		if (*p < '0' || *p > '9')
-			return -1;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	if (v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 /* "P" or "P.FFFF" percent, 0..100, into parts per million. */
@@ -252,7 +223,7 @@ static int parse_percent(const char *s, uint32_t *ppm)
 		return -1;
 	memcpy(head, s, hl);
 	head[hl] = '\0';
-	if (parse_number(head, 0, 100, &whole) == -1)
+	if (tool_number_parse(head, 0, 100, &whole) == -1)
 		return -1;
 	if (dot != NULL) {
 		const char *f = dot + 1;
@@ -325,7 +296,7 @@ static void stats_write(struct sink *k)
 	ssize_t w = write(fd, line, len);
 	if (close(fd) == -1 || w != (ssize_t)len || rename(tmp, k->opt.stats) == -1)
 		fprintf(stderr, "smtpsink: cannot write %s: %s\n", k->opt.stats, strerror(errno));
-	k->stats_written_ms = mono_ms();
+	k->stats_written_ms = tool_mono_ms();
 }
 
 static void on_stats_timer(evutil_socket_t fd, short what, void *arg)
@@ -338,7 +309,7 @@ static void stats_touch(struct sink *k)
 {
 	if (k->opt.stats == NULL || evtimer_pending(k->stats_timer, NULL))
 		return;
-	int64_t since = mono_ms() - k->stats_written_ms;
+	int64_t since = tool_mono_ms() - k->stats_written_ms;
 	if (since >= SINK_STATS_MS) {
 		stats_write(k);
 		return;
@@ -364,7 +335,7 @@ static void reply_emit(struct sink_session *s)
 		fprintf(stderr, "smtpsink: session=%" PRIu64 " event=reply text=\"%.*s\"\n", s->id,
 		        (int)(s->pending_len > 2 ? s->pending_len - 2 : 0), s->pending);
 	if (s->pending_accept) {
-		int64_t now = unix_ms();
+		int64_t now = tool_unix_ms();
 		k->messages++;
 		k->recipients += s->pending_rcpts;
 		k->bytes += s->pending_bytes;
@@ -753,7 +724,8 @@ static void cmd_mail(struct sink_session *s, const char *arg)
 		}
 		memcpy(digits, size + 5, n);
 		digits[n] = '\0';
-		if (parse_number(digits, 0, UINT64_MAX, &v) == -1 || v > s->sink->opt.max_size) {
+		if (tool_number_parse(digits, 0, UINT64_MAX, &v) == -1 ||
+		    v > s->sink->opt.max_size) {
 			reply(s, SINK_AFTER_NONE,
 			      "552 5.3.4 Message size exceeds fixed maximum message size");
 			return;
@@ -931,37 +903,6 @@ static void dispatch(struct sink_session *s, const char *line, size_t len)
 
 /* ---- input ---- */
 
-enum line_result { LINE_NONE, LINE_OK, LINE_TOO_LONG, LINE_BAD };
-
-/* Takes one CRLF-ended command line out of in, looking for the LF only within the first
- * SINK_LINE_MAX + 2 octets. LINE_BAD: a bare LF, bare CR or NUL (the line is consumed). */
-static enum line_result line_take(struct evbuffer *in, char *line, size_t *len)
-{
-	size_t have = evbuffer_get_length(in);
-	if (have == 0)
-		return LINE_NONE;
-	size_t scan = have < SINK_LINE_MAX + 2 ? have : SINK_LINE_MAX + 2;
-	struct evbuffer_ptr end;
-	if (evbuffer_ptr_set(in, &end, scan, EVBUFFER_PTR_SET) == -1)
-		return LINE_TOO_LONG;
-	struct evbuffer_ptr lf = evbuffer_search_range(in, "\n", 1, NULL, &end);
-	if (lf.pos == -1)
-		return have >= SINK_LINE_MAX + 2 ? LINE_TOO_LONG : LINE_NONE;
-	size_t total = (size_t)lf.pos + 1;
-	char tmp[SINK_LINE_MAX + 2];
-	if (evbuffer_remove(in, tmp, total) != (int)total)
-		return LINE_BAD;
-	if (total < 2 || tmp[total - 2] != '\r')
-		return LINE_BAD;
-	size_t l = total - 2;
-	if (memchr(tmp, '\r', l) != NULL || memchr(tmp, '\0', l) != NULL)
-		return LINE_BAD;
-	memcpy(line, tmp, l);
-	line[l] = '\0';
-	*len = l;
-	return LINE_OK;
-}
-
 /* Handles buffered input within a budget; stops while a reply waits (--delay-ms). */
 static void session_process(struct sink_session *s)
 {
@@ -984,16 +925,16 @@ static void session_process(struct sink_session *s)
 		}
 		char line[SINK_LINE_MAX + 2];
 		size_t len = 0;
-		switch (line_take(in, line, &len)) {
-		case LINE_NONE:
+		switch (tool_line_take(in, line, &len, true)) {
+		case TOOL_LINE_NONE:
 			return;
-		case LINE_TOO_LONG:
+		case TOOL_LINE_TOO_LONG:
 			reply(s, SINK_AFTER_CLOSE, "500 5.5.2 Line too long");
 			return;
-		case LINE_BAD:
+		case TOOL_LINE_BAD:
 			reply(s, SINK_AFTER_NONE, "500 5.5.2 Bare CR, bare LF or NUL in command");
 			break;
-		case LINE_OK:
+		case TOOL_LINE_OK:
 			if (s->sink->opt.no_pipelining && evbuffer_get_length(in) > 0) {
 				/* PIPELINING was not offered: a client must wait for each reply */
 				if (s->sink->opt.verbose)
@@ -1268,6 +1209,31 @@ static const char *rule_add(struct sink_options *o, const char *text)
 	return NULL;
 }
 
+/* --hostname NAME */
+static int hostname_option(void *target, const char *arg, const char **why)
+{
+	*(const char **)target = arg;
+	return strlen(arg) == 0 || strlen(arg) > 255 || strpbrk(arg, " \r\n\t") != NULL ? -1 : 0;
+}
+
+/* --fail-reply, --reply-rcpt, --reply-data: "DDD text" */
+static int reply_option(void *target, const char *arg, const char **why)
+{
+	*(const char **)target = arg;
+	return reply_valid(arg) ? 0 : -1;
+}
+
+static int fail_rate_option(void *target, const char *arg, const char **why)
+{
+	return parse_percent(arg, target);
+}
+
+static int rcpt_rule_option(void *target, const char *arg, const char **why)
+{
+	*why = rule_add(target, arg);
+	return *why != NULL ? -1 : 0;
+}
+
 static int options_parse(int argc, char **argv, struct sink_options *o)
 {
 	bool by_name = false;
@@ -1280,173 +1246,44 @@ static int options_parse(int argc, char **argv, struct sink_options *o)
 	    .max_sessions = 10000,
 	    .seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32),
 	};
-	enum {
-		OPT_LISTEN = 256,
-		OPT_HOSTNAME,
-		OPT_CERT,
-		OPT_KEY,
-		OPT_DELAY,
-		OPT_FAIL_RATE,
-		OPT_FAIL_REPLY,
-		OPT_REPLY_RCPT,
-		OPT_REPLY_DATA,
-		OPT_MAX_SIZE,
-		OPT_TIMEOUT,
-		OPT_MAX_SESSIONS,
-		OPT_STATS,
-		OPT_SEED,
-		OPT_VERBOSE,
-		OPT_HELP,
-		OPT_RCPT_RULE,
-		OPT_RCPT_BY_NAME,
-		OPT_STALL_DATA,
-		OPT_DROP_AFTER_DOT,
-		OPT_NO_PIPELINING,
-		OPT_NO_STARTTLS,
-		OPT_TLS_GARBAGE,
-		OPT_SAVE,
-		OPT_NO_EHLO,
+	const struct tool_option table[] = {
+	    {"listen", TOOL_OPTION_STRING, &o->listen, 0, 0, NULL, false, NULL},
+	    {"hostname", TOOL_OPTION_CALL, &o->hostname, 0, 0,
+	     "--hostname: 1..255 octets, no spaces", false, hostname_option},
+	    {"tls-cert", TOOL_OPTION_STRING, &o->tls_cert, 0, 0, NULL, false, NULL},
+	    {"tls-key", TOOL_OPTION_STRING, &o->tls_key, 0, 0, NULL, false, NULL},
+	    {"delay-ms", TOOL_OPTION_U64, &o->delay_ms, 0, 3600000, "--delay-ms: 0..3600000", false,
+	     NULL},
+	    {"fail-rate", TOOL_OPTION_CALL, &o->fail_ppm, 0, 0, "--fail-rate: a percentage 0..100",
+	     false, fail_rate_option},
+	    {"fail-reply", TOOL_OPTION_CALL, &o->fail_reply, 0, 0,
+	     "--fail-reply: want \"DDD text\"", false, reply_option},
+	    {"reply-rcpt", TOOL_OPTION_CALL, &o->reply_rcpt, 0, 0,
+	     "--reply-rcpt: want \"DDD text\"", false, reply_option},
+	    {"reply-data", TOOL_OPTION_CALL, &o->reply_data, 0, 0,
+	     "--reply-data: want \"DDD text\"", false, reply_option},
+	    {"max-size", TOOL_OPTION_U64, &o->max_size, 1024, UINT32_MAX,
+	     "--max-size: 1024..4294967295", false, NULL},
+	    {"timeout", TOOL_OPTION_U64, &o->timeout, 1, 86400, "--timeout: 1..86400", false, NULL},
+	    {"max-sessions", TOOL_OPTION_U64, &o->max_sessions, 1, 1000000,
+	     "--max-sessions: 1..1000000", false, NULL},
+	    {"stats", TOOL_OPTION_STRING, &o->stats, 1, 4000, "--stats: a file name", false, NULL},
+	    {"seed", TOOL_OPTION_U64, &o->seed, 0, UINT64_MAX, "--seed: a number", false, NULL},
+	    {"verbose", TOOL_OPTION_FLAG, &o->verbose, 0, 0, NULL, true, NULL},
+	    {"rcpt-rule", TOOL_OPTION_CALL, o, 0, 0, NULL, false, rcpt_rule_option},
+	    {"rcpt-by-name", TOOL_OPTION_FLAG, &by_name, 0, 0, NULL, true, NULL},
+	    {"stall-data", TOOL_OPTION_U64, &o->stall_data, 0, 3600, "--stall-data: 0..3600", false,
+	     NULL},
+	    {"drop-after-dot", TOOL_OPTION_FLAG, &o->drop_after_dot, 0, 0, NULL, true, NULL},
+	    {"no-pipelining", TOOL_OPTION_FLAG, &o->no_pipelining, 0, 0, NULL, true, NULL},
+	    {"no-starttls", TOOL_OPTION_FLAG, &o->no_starttls, 0, 0, NULL, true, NULL},
+	    {"tls-garbage", TOOL_OPTION_FLAG, &o->tls_garbage, 0, 0, NULL, true, NULL},
+	    {"save", TOOL_OPTION_STRING, &o->save, 1, 4000, "--save: a folder name", false, NULL},
+	    {"no-ehlo", TOOL_OPTION_FLAG, &o->no_ehlo, 0, 0, NULL, true, NULL},
 	};
-	static const struct option longopts[] = {
-	    {"listen", required_argument, NULL, OPT_LISTEN},
-	    {"hostname", required_argument, NULL, OPT_HOSTNAME},
-	    {"tls-cert", required_argument, NULL, OPT_CERT},
-	    {"tls-key", required_argument, NULL, OPT_KEY},
-	    {"delay-ms", required_argument, NULL, OPT_DELAY},
-	    {"fail-rate", required_argument, NULL, OPT_FAIL_RATE},
-	    {"fail-reply", required_argument, NULL, OPT_FAIL_REPLY},
-	    {"reply-rcpt", required_argument, NULL, OPT_REPLY_RCPT},
-	    {"reply-data", required_argument, NULL, OPT_REPLY_DATA},
-	    {"max-size", required_argument, NULL, OPT_MAX_SIZE},
-	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-	    {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
-	    {"stats", required_argument, NULL, OPT_STATS},
-	    {"seed", required_argument, NULL, OPT_SEED},
-	    {"verbose", no_argument, NULL, OPT_VERBOSE},
-	    {"rcpt-rule", required_argument, NULL, OPT_RCPT_RULE},
-	    {"rcpt-by-name", no_argument, NULL, OPT_RCPT_BY_NAME},
-	    {"stall-data", required_argument, NULL, OPT_STALL_DATA},
-	    {"drop-after-dot", no_argument, NULL, OPT_DROP_AFTER_DOT},
-	    {"no-pipelining", no_argument, NULL, OPT_NO_PIPELINING},
-	    {"no-starttls", no_argument, NULL, OPT_NO_STARTTLS},
-	    {"tls-garbage", no_argument, NULL, OPT_TLS_GARBAGE},
-	    {"save", required_argument, NULL, OPT_SAVE},
-	    {"no-ehlo", no_argument, NULL, OPT_NO_EHLO},
-	    {"help", no_argument, NULL, OPT_HELP},
-	    {NULL, 0, NULL, 0},
-	};
-	int c;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		const char *bad = NULL;
-		switch (c) {
-		case OPT_LISTEN:
-			o->listen = optarg;
-			break;
-		case OPT_HOSTNAME:
-			o->hostname = optarg;
-			if (strlen(optarg) == 0 || strlen(optarg) > 255 ||
-			    strpbrk(optarg, " \r\n\t") != NULL)
-				bad = "--hostname: 1..255 octets, no spaces";
-			break;
-		case OPT_CERT:
-			o->tls_cert = optarg;
-			break;
-		case OPT_KEY:
-			o->tls_key = optarg;
-			break;
-		case OPT_DELAY:
-			if (parse_number(optarg, 0, 3600000, &o->delay_ms) == -1)
-				bad = "--delay-ms: 0..3600000";
-			break;
-		case OPT_FAIL_RATE:
-			if (parse_percent(optarg, &o->fail_ppm) == -1)
-				bad = "--fail-rate: a percentage 0..100";
-			break;
-		case OPT_FAIL_REPLY:
-			o->fail_reply = optarg;
-			if (!reply_valid(optarg))
-				bad = "--fail-reply: want \"DDD text\"";
-			break;
-		case OPT_REPLY_RCPT:
-			o->reply_rcpt = optarg;
-			if (!reply_valid(optarg))
-				bad = "--reply-rcpt: want \"DDD text\"";
-			break;
-		case OPT_REPLY_DATA:
-			o->reply_data = optarg;
-			if (!reply_valid(optarg))
-				bad = "--reply-data: want \"DDD text\"";
-			break;
-		case OPT_MAX_SIZE:
-			if (parse_number(optarg, 1024, UINT32_MAX, &o->max_size) == -1)
-				bad = "--max-size: 1024..4294967295";
-			break;
-		case OPT_TIMEOUT:
-			if (parse_number(optarg, 1, 86400, &o->timeout) == -1)
-				bad = "--timeout: 1..86400";
-			break;
-		case OPT_MAX_SESSIONS:
-			if (parse_number(optarg, 1, 1000000, &o->max_sessions) == -1)
-				bad = "--max-sessions: 1..1000000";
-			break;
-		case OPT_STATS:
-			o->stats = optarg;
-			if (strlen(optarg) == 0 || strlen(optarg) > 4000)
-				bad = "--stats: a file name";
-			break;
-		case OPT_SEED:
-			if (parse_number(optarg, 0, UINT64_MAX, &o->seed) == -1)
-				bad = "--seed: a number";
-			break;
-		case OPT_VERBOSE:
-			o->verbose = true;
-			break;
-		case OPT_RCPT_RULE:
-			bad = rule_add(o, optarg);
-			break;
-		case OPT_RCPT_BY_NAME:
-			by_name = true;
-			break;
-		case OPT_STALL_DATA:
-			if (parse_number(optarg, 0, 3600, &o->stall_data) == -1)
-				bad = "--stall-data: 0..3600";
-			break;
-		case OPT_DROP_AFTER_DOT:
-			o->drop_after_dot = true;
-			break;
-		case OPT_NO_PIPELINING:
-			o->no_pipelining = true;
-			break;
-		case OPT_NO_STARTTLS:
-			o->no_starttls = true;
-			break;
-		case OPT_TLS_GARBAGE:
-			o->tls_garbage = true;
-			break;
-		case OPT_NO_EHLO:
-			o->no_ehlo = true;
-			break;
-		case OPT_SAVE:
-			o->save = optarg;
-			if (strlen(optarg) == 0 || strlen(optarg) > 4000)
-				bad = "--save: a folder name";
-			break;
-		case OPT_HELP:
-			usage();
-			exit(0);
-		default:
-			usage();
-			return -1;
-		}
-		if (bad != NULL) {
-			fprintf(stderr, "smtpsink: %s\n", bad);
-			return -1;
-		}
-	}
-	if (optind != argc) {
-		usage();
+	if (tool_options_parse("smtpsink", argc, argv, table, sizeof table / sizeof table[0],
+	                       usage) == -1)
 		return -1;
-	}
 	if (by_name) {
 		const char *bad = rule_add(o, "defer=450 4.2.1 Mailbox busy, try again later");
 		if (bad == NULL)
@@ -1467,8 +1304,10 @@ static int options_parse(int argc, char **argv, struct sink_options *o)
 
 static SSL_CTX *tls_setup(const struct sink_options *o)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1 ||
+	SSL_CTX *ctx = tool_tls_context_new("smtpsink", TLS_server_method());
+	if (ctx == NULL)
+		return NULL;
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
 		char err[256];
@@ -1477,7 +1316,6 @@ static SSL_CTX *tls_setup(const struct sink_options *o)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	return ctx;
 }
 
@@ -1503,7 +1341,7 @@ static int listen_parse(const char *text, struct sockaddr_storage *ss, int *len)
 	memcpy(host, h, hl);
 	host[hl] = '\0';
 	uint64_t port;
-	if (parse_number(colon + 1, 0, 65535, &port) == -1)
+	if (tool_number_parse(colon + 1, 0, 65535, &port) == -1)
 		return -1;
 	memset(ss, 0, sizeof *ss);
 	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
@@ -1568,12 +1406,7 @@ int main(int argc, char **argv)
 	static struct sink k;
 	if (options_parse(argc, argv, &k.opt) == -1)
 		return 2;
-	signal(SIGPIPE, SIG_IGN);
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	tool_process_setup();
 	LIST_INIT(&k.sessions);
 	k.rng = k.opt.seed;
 	int rc = 1;
@@ -1585,10 +1418,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	k.stats_timer = evtimer_new(k.base, on_stats_timer, &k);
-	k.sigint = evsignal_new(k.base, SIGINT, on_signal, &k);
-	k.sigterm = evsignal_new(k.base, SIGTERM, on_signal, &k);
-	if (k.stats_timer == NULL || k.sigint == NULL || k.sigterm == NULL ||
-	    event_add(k.sigint, NULL) == -1 || event_add(k.sigterm, NULL) == -1) {
+	if (k.stats_timer == NULL ||
+	    tool_signals_add(k.base, on_signal, &k, &k.sigint, &k.sigterm) == -1) {
 		fprintf(stderr, "smtpsink: cannot set up events\n");
 		goto out;
 	}

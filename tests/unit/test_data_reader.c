@@ -16,72 +16,17 @@
 
 #include "relay/buf.h"
 #include "relay/data_reader.h"
+#include "tests/unit/lib_check.h"
 
 #define IN(s)    .in = s, .in_len = sizeof(s) - 1
 #define OUT(s)   .out = s, .out_len = sizeof(s) - 1
 #define NO_LIMIT SIZE_MAX
 
-static int failures;
-
-/* Printable form of n bytes for messages; rotating buffers so two fit in one call. */
-static const char *show(const char *s, size_t n)
-{
-	static char bufs[4][400];
-	static int next;
-	char *b = bufs[next];
-	size_t o = 0;
-
-	next = (next + 1) % 4;
-	for (size_t i = 0; i < n; i++) {
-		if (o + 8 >= sizeof(bufs[0])) {
-			snprintf(b + o, sizeof(bufs[0]) - o, "...");
-			return b;
-		}
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 32 && c < 127 && c != '\\') {
-			b[o++] = (char)c;
-		} else {
-			int w = snprintf(b + o, sizeof(bufs[0]) - o, "\\x%02x", c);
-			o += (size_t)w;
-		}
-	}
-	b[o] = '\0';
-	return b;
-}
-
-static void expect_size(const char *name, const char *field, size_t got, size_t want)
-{
-	if (got != want) {
-		print_error("%s: %s got %zu, want %zu\n", name, field, got, want);
-		failures++;
-	}
-}
-
-static void expect_bytes(const char *name, const char *field, const char *got, size_t got_len,
-                         const char *want, size_t want_len)
-{
-	if (got_len != want_len || (want_len > 0 && memcmp(got, want, want_len) != 0)) {
-		print_error("%s: %s got \"%s\" (%zu octets), want \"%s\" (%zu octets)\n", name,
-		            field, show(got, got_len), got_len, show(want, want_len), want_len);
-		failures++;
-	}
-}
-
 static void expect_error(const char *name, enum data_error got, enum data_error want)
 {
-	if (got != want) {
-		print_error("%s: error got %s, want %s\n", name, data_error_name(got),
-		            data_error_name(want));
-		failures++;
-	}
-}
-
-static void failures_check(void)
-{
-	int n = failures;
-	failures = 0;
-	if (n > 0)
-		fail_msg("%d check(s) failed", n);
+	if (got != want)
+		check_fail("%s: error got %s, want %s\n", name, data_error_name(got),
+		           data_error_name(want));
 }
 
 struct reader_case {
@@ -225,14 +170,14 @@ static void run_feed(const char *in, size_t len, size_t max_size, size_t first, 
 /* Compares a split feeding with the whole one; label names the split in messages. */
 static void run_compare(const char *label, const struct run *got, const struct run *want)
 {
-	expect_bytes(label, "output", got->out.data, got->out.len, want->out.data, want->out.len);
-	expect_size(label, "consumed", got->consumed, want->consumed);
-	expect_size(label, "done", got->done, want->done);
-	expect_size(label, "size", got->r.size, want->r.size);
-	expect_size(label, "header_len", got->r.header_len, want->r.header_len);
-	expect_size(label, "received_count", got->r.received_count, want->r.received_count);
+	check_bytes(label, "output", got->out.data, got->out.len, want->out.data, want->out.len);
+	check_size(label, "consumed", got->consumed, want->consumed);
+	check_size(label, "done", got->done, want->done);
+	check_size(label, "size", got->r.size, want->r.size);
+	check_size(label, "header_len", got->r.header_len, want->r.header_len);
+	check_size(label, "received_count", got->r.received_count, want->r.received_count);
 	expect_error(label, got->r.error, want->r.error);
-	expect_size(label, "short read", got->short_read, false);
+	check_size(label, "short read", got->short_read, false);
 }
 
 static void case_check(const struct reader_case *c)
@@ -241,21 +186,21 @@ static void case_check(const struct reader_case *c)
 	char label[200];
 
 	run_feed(c->in, c->in_len, c->max_size, SIZE_MAX, SIZE_MAX, &whole);
-	expect_bytes(c->name, "output", whole.out.data, whole.out.len, c->out, c->out_len);
+	check_bytes(c->name, "output", whole.out.data, whole.out.len, c->out, c->out_len);
 	expect_error(c->name, whole.r.error, c->error);
-	expect_size(c->name, "done", whole.done, c->done);
-	expect_size(c->name, "consumed", whole.consumed, c->in_len - c->left);
-	expect_size(c->name, "size", whole.r.size, c->size != 0 ? c->size : c->out_len);
-	expect_size(c->name, "header_len", whole.r.header_len, c->header_len);
-	expect_size(c->name, "received_count", whole.r.received_count, c->received);
-	expect_size(c->name, "short read", whole.short_read, false);
+	check_size(c->name, "done", whole.done, c->done);
+	check_size(c->name, "consumed", whole.consumed, c->in_len - c->left);
+	check_size(c->name, "size", whole.r.size, c->size != 0 ? c->size : c->out_len);
+	check_size(c->name, "header_len", whole.r.header_len, c->header_len);
+	check_size(c->name, "received_count", whole.r.received_count, c->received);
+	check_size(c->name, "short read", whole.short_read, false);
 
 	/* Feeding after the end consumes nothing and stays done. */
 	if (whole.done) {
 		bool done = false;
 		size_t c2 = data_reader_feed(&whole.r, "x\r\n", 3, &whole.out, &done);
-		expect_size(c->name, "consumed after done", c2, 0);
-		expect_size(c->name, "done after done", done, true);
+		check_size(c->name, "consumed after done", c2, 0);
+		check_size(c->name, "done after done", done, true);
 	}
 
 	for (size_t k = 1; k < c->in_len; k++) {
@@ -276,7 +221,7 @@ static void test_table(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(reader_cases) / sizeof(reader_cases[0]); i++)
 		case_check(&reader_cases[i]);
-	failures_check();
+	check_done();
 }
 
 /* Cases with long lines, built at run time into one allocation per case. */
@@ -363,7 +308,7 @@ static void test_long_lines(void **state)
 	    DATA_ERROR_LINE_TOO_LONG,       true, 0,        1001, 0,     0};
 	case_check(&both);
 	built_free(&b);
-	failures_check();
+	check_done();
 }
 
 static void test_error_names(void **state)
@@ -377,11 +322,10 @@ static void test_error_names(void **state)
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		const char *got = data_error_name(all[i]);
 		if (strcmp(got, want[i]) != 0) {
-			print_error("%s: name got %s, want %s\n", want[i], got, want[i]);
-			failures++;
+			check_fail("%s: name got %s, want %s\n", want[i], got, want[i]);
 		}
 	}
-	failures_check();
+	check_done();
 }
 
 int main(void)

@@ -14,64 +14,10 @@
 #include <cmocka.h>
 
 #include "relay/header.h"
+#include "tests/unit/lib_check.h"
 
 #define MSG(s) .msg = s, .len = sizeof(s) - 1
 #define VAL(s) .value = s, .len = sizeof(s) - 1
-
-static int failures;
-
-/* Printable form of n bytes for messages; rotating buffers so two fit in one call. */
-static const char *show(const char *s, size_t n)
-{
-	static char bufs[4][600];
-	static int next;
-	char *b = bufs[next];
-	size_t o = 0;
-
-	next = (next + 1) % 4;
-	for (size_t i = 0; i < n && o + 5 < sizeof(bufs[0]); i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 32 && c < 127 && c != '\\') {
-			b[o++] = (char)c;
-		} else {
-			int w = snprintf(b + o, sizeof(bufs[0]) - o, "\\x%02x", c);
-			o += (size_t)w;
-		}
-	}
-	b[o] = '\0';
-	return b;
-}
-
-static void expect_bytes(const char *name, const char *field, const char *got, size_t got_len,
-                         const char *want, size_t want_len)
-{
-	if (got_len != want_len || (want_len > 0 && memcmp(got, want, want_len) != 0)) {
-		print_error("%s: %s got \"%s\", want \"%s\"\n", name, field, show(got, got_len),
-		            show(want, want_len));
-		failures++;
-	}
-}
-
-static void expect_str(const char *name, const char *field, const char *got, const char *want)
-{
-	expect_bytes(name, field, got, strlen(got), want, strlen(want));
-}
-
-static void expect_size(const char *name, const char *field, size_t got, size_t want)
-{
-	if (got != want) {
-		print_error("%s: %s got %zu, want %zu\n", name, field, got, want);
-		failures++;
-	}
-}
-
-static void failures_check(void)
-{
-	int n = failures;
-	failures = 0;
-	if (n > 0)
-		fail_msg("%d check(s) failed", n);
-}
 
 /* ---- header_next ---- */
 
@@ -165,42 +111,38 @@ static void iter_case_check(const struct iter_case *c)
 	while ((st = header_next(&it, &f)) == HEADER_FIELD) {
 		snprintf(field, sizeof(field), "field %zu", n);
 		if (n >= 4 || c->fields[n].name == NULL) {
-			print_error("%s: %s got \"%s\", want none\n", c->name, field,
-			            show(f.name, f.name_len));
-			failures++;
+			check_fail("%s: %s got \"%s\", want none\n", c->name, field,
+			           check_show(f.name, f.name_len));
 			return;
 		}
-		expect_bytes(c->name, "name", f.name, f.name_len, c->fields[n].name,
-		             strlen(c->fields[n].name));
-		expect_bytes(c->name, "value", f.value, f.value_len, c->fields[n].value,
-		             strlen(c->fields[n].value));
+		check_bytes(c->name, "name", f.name, f.name_len, c->fields[n].name,
+		            strlen(c->fields[n].name));
+		check_bytes(c->name, "value", f.value, f.value_len, c->fields[n].value,
+		            strlen(c->fields[n].value));
 		/* Fields follow each other; each is name ":" value CRLF. */
-		expect_size(c->name, "offset", f.offset, expected_offset);
-		expect_size(c->name, "name position", (size_t)(f.name - c->msg), f.offset);
-		expect_size(c->name, "value position", (size_t)(f.value - c->msg),
-		            f.offset + f.name_len + 1);
-		expect_size(c->name, "length", f.length, f.name_len + 1 + f.value_len + 2);
+		check_size(c->name, "offset", f.offset, expected_offset);
+		check_size(c->name, "name position", (size_t)(f.name - c->msg), f.offset);
+		check_size(c->name, "value position", (size_t)(f.value - c->msg),
+		           f.offset + f.name_len + 1);
+		check_size(c->name, "length", f.length, f.name_len + 1 + f.value_len + 2);
 		expected_offset = f.offset + f.length;
 		n++;
 	}
 	if (n < 4 && c->fields[n].name != NULL) {
-		print_error("%s: field %zu got none, want \"%s\"\n", c->name, n, c->fields[n].name);
-		failures++;
+		check_fail("%s: field %zu got none, want \"%s\"\n", c->name, n, c->fields[n].name);
 	}
-	expect_str(c->name, "status", header_status_name(st), header_status_name(c->last));
+	check_str(c->name, "status", header_status_name(st), header_status_name(c->last));
 	/* The iterator stays put: another call gives the same answer. */
-	expect_str(c->name, "status again", header_status_name(header_next(&it, &f)),
-	           header_status_name(st));
+	check_str(c->name, "status again", header_status_name(header_next(&it, &f)),
+	          header_status_name(st));
 	if (st == HEADER_END && c->last == HEADER_END) {
 		size_t body = header_body_offset(&it);
 		if (body > c->len) {
-			print_error("%s: body offset got %zu, want <= %zu\n", c->name, body,
-			            c->len);
-			failures++;
+			check_fail("%s: body offset got %zu, want <= %zu\n", c->name, body, c->len);
 			return;
 		}
-		expect_bytes(c->name, "body", c->msg + body, c->len - body, c->body,
-		             strlen(c->body));
+		check_bytes(c->name, "body", c->msg + body, c->len - body, c->body,
+		            strlen(c->body));
 	}
 }
 
@@ -209,7 +151,7 @@ static void test_header_next(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(iter_cases) / sizeof(iter_cases[0]); i++)
 		iter_case_check(&iter_cases[i]);
-	failures_check();
+	check_done();
 }
 
 static void test_header_name_is(void **state)
@@ -229,12 +171,11 @@ static void test_header_name_is(void **state)
 		struct header_field f = {cases[i].field, strlen(cases[i].field), "", 0, 0, 0};
 		bool got = header_name_is(&f, cases[i].name);
 		if (got != cases[i].want) {
-			print_error("%s vs %s: got %d, want %d\n", cases[i].field, cases[i].name,
-			            got, cases[i].want);
-			failures++;
+			check_fail("%s vs %s: got %d, want %d\n", cases[i].field, cases[i].name,
+			           got, cases[i].want);
 		}
 	}
-	failures_check();
+	check_done();
 }
 
 /* ---- header_addresses_parse ---- */
@@ -399,18 +340,18 @@ static void addr_case_check(const struct addr_case *c, size_t max)
 	size_t count = 99;
 	enum header_addr_status st = header_addresses_parse(c->value, c->len, out, max, &count);
 
-	expect_str(c->name, "status", addr_status_name(st), addr_status_name(c->status));
+	check_str(c->name, "status", addr_status_name(st), addr_status_name(c->status));
 	if (st == HEADER_ADDR_SYNTAX || c->status == HEADER_ADDR_SYNTAX)
 		return;
-	expect_size(c->name, "count", count, c->count);
+	check_size(c->name, "count", count, c->count);
 	for (size_t i = 0; i < count && i < c->count && i < 4; i++) {
 		char field[32];
 		snprintf(field, sizeof(field), "addr %zu", i);
-		expect_str(c->name, field, out[i].addr, c->addrs[i].addr);
+		check_str(c->name, field, out[i].addr, c->addrs[i].addr);
 		snprintf(field, sizeof(field), "local_len %zu", i);
-		expect_size(c->name, field, out[i].local_len, c->addrs[i].local_len);
+		check_size(c->name, field, out[i].local_len, c->addrs[i].local_len);
 		snprintf(field, sizeof(field), "domain %zu", i);
-		expect_str(c->name, field, out[i].domain_lower, c->addrs[i].domain);
+		check_str(c->name, field, out[i].domain_lower, c->addrs[i].domain);
 	}
 }
 
@@ -422,7 +363,7 @@ static void test_addresses(void **state)
 		size_t max = c->max_zero ? 0 : c->max != 0 ? c->max : 8;
 		addr_case_check(c, max);
 	}
-	failures_check();
+	check_done();
 }
 
 /* Nested comments up to the depth limit, and the limits of struct header_address. */
@@ -450,8 +391,8 @@ static void test_address_limits(void **state)
 		memset(value + n, ')', depths[i].depth);
 		n += depths[i].depth;
 		enum header_addr_status st = header_addresses_parse(value, n, out, 2, &count);
-		expect_str(depths[i].name, "status", addr_status_name(st),
-		           addr_status_name(depths[i].status));
+		check_str(depths[i].name, "status", addr_status_name(st),
+		          addr_status_name(depths[i].status));
 	}
 
 	static const struct {
@@ -475,17 +416,17 @@ static void test_address_limits(void **state)
 		for (size_t k = 0; k < sizes[i].domain_len; k++)
 			value[n++] = (k % 50 == 49 && k + 1 < sizes[i].domain_len) ? '.' : 'D';
 		enum header_addr_status st = header_addresses_parse(value, n, out, 2, &count);
-		expect_str(sizes[i].name, "status", addr_status_name(st),
-		           addr_status_name(sizes[i].status));
+		check_str(sizes[i].name, "status", addr_status_name(st),
+		          addr_status_name(sizes[i].status));
 		if (st == HEADER_ADDR_OK) {
-			expect_bytes(sizes[i].name, "addr", out[0].addr, strlen(out[0].addr), value,
-			             n);
-			expect_size(sizes[i].name, "domain length", strlen(out[0].domain_lower),
-			            sizes[i].domain_len);
-			expect_size(sizes[i].name, "lowercase", out[0].domain_lower[0] == 'd', 1);
+			check_bytes(sizes[i].name, "addr", out[0].addr, strlen(out[0].addr), value,
+			            n);
+			check_size(sizes[i].name, "domain length", strlen(out[0].domain_lower),
+			           sizes[i].domain_len);
+			check_size(sizes[i].name, "lowercase", out[0].domain_lower[0] == 'd', 1);
 		}
 	}
-	failures_check();
+	check_done();
 }
 
 /* The iterator and the address parser together, as the relay uses them. */
@@ -508,26 +449,26 @@ static void test_fields_with_addresses(void **state)
 	while (header_next(&it, &f) == HEADER_FIELD) {
 		if (header_name_is(&f, "from")) {
 			from++;
-			expect_str("from field", "status",
-			           addr_status_name(header_addresses_parse(f.value, f.value_len,
-			                                                   out, 4, &count)),
-			           "ok");
-			expect_size("from field", "count", count, 1);
-			expect_str("from field", "domain", out[0].domain_lower, "example.org");
+			check_str("from field", "status",
+			          addr_status_name(
+			              header_addresses_parse(f.value, f.value_len, out, 4, &count)),
+			          "ok");
+			check_size("from field", "count", count, 1);
+			check_str("from field", "domain", out[0].domain_lower, "example.org");
 		} else if (header_name_is(&f, "TO")) {
 			to++;
-			expect_str("to field", "status",
-			           addr_status_name(header_addresses_parse(f.value, f.value_len,
-			                                                   out, 4, &count)),
-			           "ok");
-			expect_size("to field", "count", count, 2);
-			expect_str("to field", "addr 1", out[1].addr, "b@c.d");
+			check_str("to field", "status",
+			          addr_status_name(
+			              header_addresses_parse(f.value, f.value_len, out, 4, &count)),
+			          "ok");
+			check_size("to field", "count", count, 2);
+			check_str("to field", "addr 1", out[1].addr, "b@c.d");
 		}
 	}
-	expect_size("fields", "From fields", from, 1);
-	expect_size("fields", "To fields", to, 1);
-	expect_str("fields", "body", msg + header_body_offset(&it), "From: not@a.header\r\n");
-	failures_check();
+	check_size("fields", "From fields", from, 1);
+	check_size("fields", "To fields", to, 1);
+	check_str("fields", "body", msg + header_body_offset(&it), "From: not@a.header\r\n");
+	check_done();
 }
 
 int main(void)

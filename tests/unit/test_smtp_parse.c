@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "relay/smtp_parse.h"
+#include "tests/unit/lib_check.h"
 
 /* A string literal with its length, so that cases may hold NUL octets. */
 #define BYTES(s) s, sizeof(s) - 1
@@ -20,59 +21,9 @@
 /* An accepted path: mailbox, length of its local part, lowercased domain. */
 #define OK_PATH(m, l, d) .status = SMTP_PARSE_OK, .mailbox = m, .local_len = l, .domain = d
 
-static int failures;
-
-/* Printable form of n bytes for messages; four rotating buffers so two fit in one call. */
-static const char *show(const char *s, size_t n)
-{
-	static char bufs[4][600];
-	static int next;
-	char *b = bufs[next];
-	size_t o = 0;
-
-	next = (next + 1) % 4;
-	for (size_t i = 0; i < n && o + 5 < sizeof(bufs[0]); i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 32 && c < 127 && c != '\\') {
-			b[o++] = (char)c;
-		} else {
-			int w = snprintf(b + o, sizeof(bufs[0]) - o, "\\x%02x", c);
-			o += (size_t)w;
-		}
-	}
-	b[o] = '\0';
-	return b;
-}
-
-static void expect_str(const char *name, const char *field, const char *got, const char *want)
-{
-	if (strcmp(got, want) != 0) {
-		print_error("%s: %s got \"%s\", want \"%s\"\n", name, field, show(got, strlen(got)),
-		            show(want, strlen(want)));
-		failures++;
-	}
-}
-
-static void expect_u64(const char *name, const char *field, uint64_t got, uint64_t want)
-{
-	if (got != want) {
-		print_error("%s: %s got %llu, want %llu\n", name, field, (unsigned long long)got,
-		            (unsigned long long)want);
-		failures++;
-	}
-}
-
 static void expect_status(const char *name, enum smtp_parse_status got, enum smtp_parse_status want)
 {
-	expect_str(name, "status", smtp_parse_status_name(got), smtp_parse_status_name(want));
-}
-
-static void failures_check(void)
-{
-	int n = failures;
-	failures = 0;
-	if (n > 0)
-		fail_msg("%d check(s) failed", n);
+	check_str(name, "status", smtp_parse_status_name(got), smtp_parse_status_name(want));
 }
 
 /* ---- smtp_command_parse ---- */
@@ -145,10 +96,9 @@ static void test_command_parse(void **state)
 		struct smtp_command cmd;
 		enum smtp_parse_status st = smtp_command_parse(c->line, c->len, &cmd);
 		expect_status(c->name, st, c->status);
-		expect_str(c->name, "verb", verb_name(cmd.verb), verb_name(c->verb));
+		check_str(c->name, "verb", verb_name(cmd.verb), verb_name(c->verb));
 		if (cmd.arg == NULL) {
-			print_error("%s: arg got NULL, want non-NULL\n", c->name);
-			failures++;
+			check_fail("%s: arg got NULL, want non-NULL\n", c->name);
 			continue;
 		}
 		if (st != SMTP_PARSE_OK)
@@ -157,16 +107,15 @@ static void test_command_parse(void **state)
 		size_t n = cmd.arg_len < sizeof(arg) - 1 ? cmd.arg_len : sizeof(arg) - 1;
 		memcpy(arg, cmd.arg, n);
 		arg[n] = '\0';
-		expect_str(c->name, "arg", arg, c->arg);
+		check_str(c->name, "arg", arg, c->arg);
 		/* A non-empty arg borrows from the line. */
 		if (cmd.arg_len > 0 &&
 		    (cmd.arg < c->line || cmd.arg + cmd.arg_len > c->line + c->len)) {
-			print_error("%s: arg got a pointer outside the line, want inside\n",
-			            c->name);
-			failures++;
+			check_fail("%s: arg got a pointer outside the line, want inside\n",
+			           c->name);
 		}
 	}
-	failures_check();
+	check_done();
 }
 
 /* ---- helpers for long addresses ---- */
@@ -454,15 +403,15 @@ static void mail_case_check(const struct mail_case *c)
 	expect_status(c->name, st, c->status);
 	if (st != SMTP_PARSE_OK || c->status != SMTP_PARSE_OK)
 		return;
-	expect_u64(c->name, "is_null", args.path.is_null, c->is_null);
-	expect_str(c->name, "mailbox", args.path.mailbox, c->mailbox);
-	expect_u64(c->name, "local_len", args.path.local_len, c->local_len);
-	expect_str(c->name, "domain_lower", args.path.domain_lower, c->domain);
-	expect_u64(c->name, "utf8", args.path.utf8, c->utf8);
-	expect_u64(c->name, "has_size", args.has_size, c->has_size);
-	expect_u64(c->name, "size", args.size, c->size);
-	expect_u64(c->name, "body", args.body, c->body);
-	expect_u64(c->name, "smtputf8", args.smtputf8, c->smtputf8);
+	check_u64(c->name, "is_null", args.path.is_null, c->is_null);
+	check_str(c->name, "mailbox", args.path.mailbox, c->mailbox);
+	check_u64(c->name, "local_len", args.path.local_len, c->local_len);
+	check_str(c->name, "domain_lower", args.path.domain_lower, c->domain);
+	check_u64(c->name, "utf8", args.path.utf8, c->utf8);
+	check_u64(c->name, "has_size", args.has_size, c->has_size);
+	check_u64(c->name, "size", args.size, c->size);
+	check_u64(c->name, "body", args.body, c->body);
+	check_u64(c->name, "smtputf8", args.smtputf8, c->smtputf8);
 }
 
 static void test_mail_parse(void **state)
@@ -470,7 +419,7 @@ static void test_mail_parse(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(mail_cases) / sizeof(mail_cases[0]); i++)
 		mail_case_check(&mail_cases[i]);
-	failures_check();
+	check_done();
 }
 
 /* Limits of RFC 5321 4.5.3.1, built at run time. */
@@ -516,8 +465,8 @@ static void test_mail_limits(void **state)
 		enum smtp_parse_status st = smtp_mail_parse(arg, strlen(arg), &args);
 		expect_status(c->name, st, c->status);
 		if (st == SMTP_PARSE_OK && c->status == SMTP_PARSE_OK) {
-			expect_str(c->name, "mailbox", args.path.mailbox, mailbox);
-			expect_str(c->name, "domain_lower", args.path.domain_lower, domain);
+			check_str(c->name, "mailbox", args.path.mailbox, mailbox);
+			check_str(c->name, "domain_lower", args.path.domain_lower, domain);
 		}
 	}
 
@@ -530,7 +479,7 @@ static void test_mail_limits(void **state)
 	repeat_make(label, 'a', 64);
 	snprintf(arg, sizeof(arg), "FROM:<a@%s.org>", label);
 	expect_status("label of 64", smtp_mail_parse(arg, strlen(arg), &args), SMTP_PARSE_BAD_PATH);
-	failures_check();
+	check_done();
 }
 
 /* ---- smtp_rcpt_parse ---- */
@@ -609,13 +558,13 @@ static void test_rcpt_parse(void **state)
 		expect_status(c->name, st, c->status);
 		if (st != SMTP_PARSE_OK || c->status != SMTP_PARSE_OK)
 			continue;
-		expect_u64(c->name, "is_null", args.path.is_null, false);
-		expect_str(c->name, "mailbox", args.path.mailbox, c->mailbox);
-		expect_u64(c->name, "local_len", args.path.local_len, c->local_len);
-		expect_str(c->name, "domain_lower", args.path.domain_lower, c->domain);
-		expect_u64(c->name, "utf8", args.path.utf8, c->utf8);
+		check_u64(c->name, "is_null", args.path.is_null, false);
+		check_str(c->name, "mailbox", args.path.mailbox, c->mailbox);
+		check_u64(c->name, "local_len", args.path.local_len, c->local_len);
+		check_str(c->name, "domain_lower", args.path.domain_lower, c->domain);
+		check_u64(c->name, "utf8", args.path.utf8, c->utf8);
 	}
-	failures_check();
+	check_done();
 }
 
 /* ---- smtp_helo_check ---- */
@@ -646,7 +595,7 @@ static const struct helo_case helo_cases[] = {
     {"DEL", BYTES("a\x7f"), SMTP_PARSE_SYNTAX},
     {"CR", BYTES("a\r"), SMTP_PARSE_SYNTAX},
     {"malformed utf8", BYTES("a\xff"), SMTP_PARSE_SYNTAX},
-        {"overlong utf8", BYTES("a\xc1\x81"), SMTP_PARSE_SYNTAX},
+    {"overlong utf8", BYTES("a\xc1\x81"), SMTP_PARSE_SYNTAX},
     /* octets that would change the meaning of the Received: header the name goes into */
     {"semicolon", BYTES("a;b.example"), SMTP_PARSE_SYNTAX},
     {"open paren", BYTES("x(y.example"), SMTP_PARSE_SYNTAX},
@@ -670,7 +619,7 @@ static void test_helo_check(void **state)
 	expect_status("name of 255", smtp_helo_check(name, 255), SMTP_PARSE_OK);
 	repeat_make(name, 'h', 256);
 	expect_status("name of 256", smtp_helo_check(name, 256), SMTP_PARSE_SYNTAX);
-	failures_check();
+	check_done();
 }
 
 static void test_status_names(void **state)
@@ -684,8 +633,8 @@ static void test_status_names(void **state)
 	const char *want[] = {"ok",        "syntax",        "bad_path", "too_long",
 	                      "need_utf8", "unknown_param", "bad_param"};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		expect_str(want[i], "name", smtp_parse_status_name(all[i]), want[i]);
-	failures_check();
+		check_str(want[i], "name", smtp_parse_status_name(all[i]), want[i]);
+	check_done();
 }
 
 int main(void)

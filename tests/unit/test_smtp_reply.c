@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "relay/smtp_reply.h"
+#include "tests/unit/lib_check.h"
 
 /* A string literal with its length, so that cases may hold NUL octets. */
 #define BYTES(s) s, sizeof(s) - 1
@@ -25,59 +26,9 @@
 	(SMTP_EXT_PIPELINING | SMTP_EXT_STARTTLS | SMTP_EXT_SIZE | SMTP_EXT_8BITMIME |             \
 	 SMTP_EXT_SMTPUTF8 | SMTP_EXT_ENHANCEDSTATUSCODES | SMTP_EXT_CHUNKING)
 
-static int failures;
-
-/* Printable form of n bytes for messages; four rotating buffers so two fit in one call. */
-static const char *show(const char *s, size_t n)
-{
-	static char bufs[4][1400];
-	static int next;
-	char *b = bufs[next];
-	size_t o = 0;
-
-	next = (next + 1) % 4;
-	for (size_t i = 0; i < n && o + 5 < sizeof(bufs[0]); i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 32 && c < 127 && c != '\\') {
-			b[o++] = (char)c;
-		} else {
-			int w = snprintf(b + o, sizeof(bufs[0]) - o, "\\x%02x", c);
-			o += (size_t)w;
-		}
-	}
-	b[o] = '\0';
-	return b;
-}
-
-static void expect_str(const char *name, const char *field, const char *got, const char *want)
-{
-	if (strcmp(got, want) != 0) {
-		print_error("%s: %s got \"%s\", want \"%s\"\n", name, field, show(got, strlen(got)),
-		            show(want, strlen(want)));
-		failures++;
-	}
-}
-
-static void expect_u64(const char *name, const char *field, uint64_t got, uint64_t want)
-{
-	if (got != want) {
-		print_error("%s: %s got %llu, want %llu\n", name, field, (unsigned long long)got,
-		            (unsigned long long)want);
-		failures++;
-	}
-}
-
 static void expect_status(const char *name, enum smtp_reply_status got, enum smtp_reply_status want)
 {
-	expect_str(name, "status", smtp_reply_status_name(got), smtp_reply_status_name(want));
-}
-
-static void failures_check(void)
-{
-	int n = failures;
-	failures = 0;
-	if (n > 0)
-		fail_msg("%d check(s) failed", n);
+	check_str(name, "status", smtp_reply_status_name(got), smtp_reply_status_name(want));
 }
 
 /* ---- whole replies ---- */
@@ -232,21 +183,21 @@ static void test_reply_parse(void **state)
 		size_t used = 12345;
 		enum smtp_reply_status st = smtp_reply_parse(c->in, c->len, &r, &used);
 		expect_status(c->name, st, c->status);
-		expect_u64(c->name, "used", used, c->used == ALL ? c->len : c->used);
+		check_u64(c->name, "used", used, c->used == ALL ? c->len : c->used);
 		if (st != SMTP_REPLY_DONE || c->status != SMTP_REPLY_DONE)
 			continue;
-		expect_u64(c->name, "code", (uint64_t)r.code, (uint64_t)c->code);
-		expect_u64(c->name, "lines", r.lines, c->lines);
-		expect_str(c->name, "enhanced", r.enhanced, c->enhanced);
-		expect_str(c->name, "name", r.name, c->name_word);
-		expect_str(c->name, "text", r.text, c->text);
-		expect_u64(c->name, "text_len", r.text_len, strlen(c->text));
-		expect_u64(c->name, "text_truncated", r.text_truncated, 0);
-		expect_u64(c->name, "ext", r.ext, c->ext);
-		expect_u64(c->name, "size_max", r.size_max, c->size_max);
-		expect_u64(c->name, "bare_lf", r.bare_lf, (uint64_t)c->bare_lf);
+		check_u64(c->name, "code", (uint64_t)r.code, (uint64_t)c->code);
+		check_u64(c->name, "lines", r.lines, c->lines);
+		check_str(c->name, "enhanced", r.enhanced, c->enhanced);
+		check_str(c->name, "name", r.name, c->name_word);
+		check_str(c->name, "text", r.text, c->text);
+		check_u64(c->name, "text_len", r.text_len, strlen(c->text));
+		check_u64(c->name, "text_truncated", r.text_truncated, 0);
+		check_u64(c->name, "ext", r.ext, c->ext);
+		check_u64(c->name, "size_max", r.size_max, c->size_max);
+		check_u64(c->name, "bare_lf", r.bare_lf, (uint64_t)c->bare_lf);
 	}
-	failures_check();
+	check_done();
 }
 
 /* Every prefix of a complete reply is MORE; the whole is DONE, fed at once or line by line. */
@@ -262,10 +213,10 @@ static void test_reply_prefixes(void **state)
 	for (size_t k = 0; k < n; k++) {
 		snprintf(name, sizeof name, "prefix of %zu octets", k);
 		expect_status(name, smtp_reply_parse(ehlo, k, &r, &used), SMTP_REPLY_MORE);
-		expect_u64(name, "used", used, 0);
+		check_u64(name, "used", used, 0);
 	}
 	expect_status("whole", smtp_reply_parse(ehlo, n, &r, &used), SMTP_REPLY_DONE);
-	expect_u64("whole", "used", used, n);
+	check_u64("whole", "used", used, n);
 
 	smtp_reply_init(&r);
 	const char *p = ehlo;
@@ -278,12 +229,12 @@ static void test_reply_prefixes(void **state)
 		fed++;
 	}
 	expect_status("fed line by line", st, SMTP_REPLY_DONE);
-	expect_u64("fed line by line", "lines fed", fed, 4);
-	expect_u64("fed line by line", "ext", r.ext,
-	           SMTP_EXT_PIPELINING | SMTP_EXT_SIZE | SMTP_EXT_STARTTLS);
-	expect_u64("fed line by line", "size_max", r.size_max, 1000);
-	expect_str("fed line by line", "name", r.name, "mx.example.com");
-	failures_check();
+	check_u64("fed line by line", "lines fed", fed, 4);
+	check_u64("fed line by line", "ext", r.ext,
+	          SMTP_EXT_PIPELINING | SMTP_EXT_SIZE | SMTP_EXT_STARTTLS);
+	check_u64("fed line by line", "size_max", r.size_max, 1000);
+	check_str("fed line by line", "name", r.name, "mx.example.com");
+	check_done();
 }
 
 /* A reply of `lines` lines "CCC-x" ... "CCC x" in a malloc'd buffer. */
@@ -323,19 +274,19 @@ static void test_reply_limits(void **state)
 
 	b = lines_make(SMTP_REPLY_LINES_MAX, &len);
 	expect_status("100 lines", smtp_reply_parse(b, len, &r, &used), SMTP_REPLY_DONE);
-	expect_u64("100 lines", "lines", r.lines, SMTP_REPLY_LINES_MAX);
+	check_u64("100 lines", "lines", r.lines, SMTP_REPLY_LINES_MAX);
 	free(b);
 	b = lines_make(SMTP_REPLY_LINES_MAX + 1, &len);
 	expect_status("101 lines", smtp_reply_parse(b, len, &r, &used), SMTP_REPLY_TOO_MANY_LINES);
-	expect_u64("101 lines", "used", used, len);
+	check_u64("101 lines", "used", used, len);
 	free(b);
 
 	/* SMTP_REPLY_LINE_MAX octets before the line end, with CRLF and with LF */
 	b = long_line_make(SMTP_REPLY_LINE_MAX - 4, "\r\n", &len);
 	expect_status("line of 2048 + CRLF", smtp_reply_parse(b, len, &r, &used), SMTP_REPLY_DONE);
-	expect_u64("line of 2048 + CRLF", "text_truncated", r.text_truncated, 1);
-	expect_u64("line of 2048 + CRLF", "text_len", r.text_len, SMTP_REPLY_TEXT_MAX);
-	expect_u64("line of 2048 + CRLF", "name length", strlen(r.name), SMTP_REPLY_NAME_MAX);
+	check_u64("line of 2048 + CRLF", "text_truncated", r.text_truncated, 1);
+	check_u64("line of 2048 + CRLF", "text_len", r.text_len, SMTP_REPLY_TEXT_MAX);
+	check_u64("line of 2048 + CRLF", "name length", strlen(r.name), SMTP_REPLY_NAME_MAX);
 	free(b);
 	b = long_line_make(SMTP_REPLY_LINE_MAX - 4, "\n", &len);
 	expect_status("line of 2048 + LF", smtp_reply_parse(b, len, &r, &used), SMTP_REPLY_DONE);
@@ -356,7 +307,7 @@ static void test_reply_limits(void **state)
 	b = long_line_make(SMTP_REPLY_LINE_MAX - 2, "", &len); /* 2050 octets */
 	expect_status("2050 octets, no end", smtp_reply_parse(b, len, &r, &used),
 	              SMTP_REPLY_LINE_TOO_LONG);
-	expect_u64("2050 octets, no end", "used", used, len);
+	check_u64("2050 octets, no end", "used", used, len);
 	free(b);
 	b = long_line_make(100000, "\r\n", &len);
 	expect_status("line of 100004", smtp_reply_parse(b, len, &r, &used),
@@ -373,10 +324,10 @@ static void test_reply_limits(void **state)
 		o += 206;
 	}
 	expect_status("20 lines of 200", smtp_reply_parse(many, o, &r, &used), SMTP_REPLY_DONE);
-	expect_u64("20 lines of 200", "text_len", r.text_len, SMTP_REPLY_TEXT_MAX);
-	expect_u64("20 lines of 200", "strlen(text)", strlen(r.text), SMTP_REPLY_TEXT_MAX);
-	expect_u64("20 lines of 200", "text_truncated", r.text_truncated, 1);
-	failures_check();
+	check_u64("20 lines of 200", "text_len", r.text_len, SMTP_REPLY_TEXT_MAX);
+	check_u64("20 lines of 200", "strlen(text)", strlen(r.text), SMTP_REPLY_TEXT_MAX);
+	check_u64("20 lines of 200", "text_truncated", r.text_truncated, 1);
+	check_done();
 }
 
 struct feed_case {
@@ -405,7 +356,7 @@ static void test_reply_feed(void **state)
 		smtp_reply_init(&r);
 		expect_status(c->name, smtp_reply_feed(&r, c->in, c->len), c->status);
 	}
-	failures_check();
+	check_done();
 }
 
 struct enhanced_case {
@@ -444,10 +395,10 @@ static void test_enhanced_parse(void **state)
 		const struct enhanced_case *c = &enhanced_cases[i];
 		char out[SMTP_ENHANCED_MAX + 1];
 		size_t n = smtp_enhanced_parse(c->in, strlen(c->in), out);
-		expect_u64(c->in, "length", n, c->want_len);
-		expect_str(c->in, "code", out, c->want);
+		check_u64(c->in, "length", n, c->want_len);
+		check_str(c->in, "code", out, c->want);
 	}
-	failures_check();
+	check_done();
 }
 
 static void test_status_names(void **state)
@@ -462,8 +413,8 @@ static void test_status_names(void **state)
 	                      "bad_separator", "mixed_codes", "too_many_lines",
 	                      "line_too_long", "bad_octet",   "no_line_end"};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		expect_str(want[i], "name", smtp_reply_status_name(all[i]), want[i]);
-	failures_check();
+		check_str(want[i], "name", smtp_reply_status_name(all[i]), want[i]);
+	check_done();
 }
 
 int main(void)
