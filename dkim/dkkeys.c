@@ -25,6 +25,7 @@
  */
 #include "dkim/dkkeys.h"
 #include "dkim/internal.h"
+#include "relay/num.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -434,16 +435,10 @@ int dkkeys_generation_stamp(const char *data_dir, struct dkkeys_stamp *out, char
 
 static int parse_i64(const char *s, int64_t *out)
 {
-	size_t n = strlen(s);
-	if (n == 0 || n > 18)
+	uint64_t v;
+	if (num_parse_u64(s, strlen(s), INT64_MAX, &v) == -1)
 		return -1;
-	int64_t v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	*out = v;
+	*out = (int64_t)v;
 	return 0;
 }
 

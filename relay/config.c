@@ -7,6 +7,7 @@
  * blank lines ignored, a key may appear once.
  */
 #include "relay/config.h"
+#include "relay/num.h"
 
 #include "queue/queue.h"
 #include "relay/resolver.h"
@@ -111,19 +112,10 @@ static void set_err(char *err, size_t errlen, const char *name, unsigned line, c
 	va_end(ap);
 }
 
-/* Bounded decimal parse of s[0..len) into *out; at most 18 digits so it cannot overflow. */
+/* Decimal s[0..len) into *out, at most 18 digits' worth (the table's ranges are far below). */
 static int parse_uint(const char *s, size_t len, uint64_t *out)
 {
-	if (len == 0 || len > 18)
-		return -1;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
+	return num_parse_u64(s, len, 999999999999999999ULL, out);
 }
 
 static int parse_size(const char *s, uint64_t *out)

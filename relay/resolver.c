@@ -12,6 +12,7 @@
  * runs inside resolver_query() nor inside a socket callback of its own query.
  */
 #include "relay/resolver.h"
+#include "relay/num.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -127,18 +128,10 @@ static int host_port_set(const char *host, unsigned port, struct sockaddr_storag
 
 static int port_parse(const char *s, unsigned *port)
 {
-	size_t n = strlen(s);
-	if (n == 0 || n > 5)
+	uint64_t v;
+	if (num_parse_u64(s, strlen(s), 65535, &v) == -1 || v == 0)
 		return -1;
-	unsigned v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (unsigned)(s[i] - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -1;
-	*port = v;
+	*port = (unsigned)v;
 	return 0;
 }
 
