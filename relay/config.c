@@ -37,6 +37,9 @@ enum config_type {
 	CONFIG_TYPE_DKIM_ALGORITHMS,
 	CONFIG_TYPE_DKIM_UNKNOWN,
 	CONFIG_TYPE_DNS_SERVER,
+	CONFIG_TYPE_TLS_POLICY,
+	CONFIG_TYPE_RATE,
+	CONFIG_TYPE_IP, /* a numeric IPv4 or IPv6 address, or "" */
 };
 
 struct config_key {
@@ -91,6 +94,29 @@ static const struct config_key config_keys[] = {
     {"spf_include", CONFIG_TYPE_STRING, F(spf_include), 0, 0, ""},
     {"dkim_dns_check_interval", CONFIG_TYPE_INT, F(dkim_dns_check_interval), 0, 86400, "300"},
     {"dkim_retire_grace", CONFIG_TYPE_INT, F(dkim_retire_grace), 0, 31622400, "1036800"},
+    {"delivery", CONFIG_TYPE_BOOL, F(delivery), 0, 1, "yes"},
+    {"outbound_ehlo", CONFIG_TYPE_STRING, F(outbound_ehlo), 0, 0, ""},
+    {"outbound_source", CONFIG_TYPE_IP, F(outbound_source), 0, 0, ""},
+    {"outbound_port", CONFIG_TYPE_INT, F(outbound_port), 1, 65535, "25"},
+    {"outbound_tls", CONFIG_TYPE_TLS_POLICY, F(outbound_tls), 0, 0, "opportunistic"},
+    {"outbound_connect_timeout", CONFIG_TYPE_INT, F(outbound_connect_timeout), 1, 3600, "30"},
+    {"outbound_command_timeout", CONFIG_TYPE_INT, F(outbound_command_timeout), 1, 3600, "300"},
+    {"outbound_data_timeout", CONFIG_TYPE_INT, F(outbound_data_timeout), 1, 7200, "600"},
+    {"outbound_idle_timeout", CONFIG_TYPE_INT, F(outbound_idle_timeout), 0, 3600, "5"},
+    {"outbound_max_connections", CONFIG_TYPE_INT, F(outbound_max_connections), 1, 100000, "1000"},
+    {"site_connections", CONFIG_TYPE_INT, F(site_connections), 1, 10000, "10"},
+    {"site_messages_per_connection", CONFIG_TYPE_INT, F(site_messages_per_connection), 1, 100000,
+     "100"},
+    {"site_rate", CONFIG_TYPE_RATE, F(site_rate), 0, 0, ""},
+    {"site_burst", CONFIG_TYPE_INT, F(site_burst), 1, 100000, "1"},
+    {"site_down_time", CONFIG_TYPE_INT, F(site_down_time), 1, 86400, "300"},
+    {"retry_first", CONFIG_TYPE_INT, F(retry_first), 1, 86400, "300"},
+    {"retry_max", CONFIG_TYPE_INT, F(retry_max), 1, 604800, "3600"},
+    {"retry_jitter", CONFIG_TYPE_INT, F(retry_jitter), 0, 100, "10"},
+    {"max_queue_age", CONFIG_TYPE_INT, F(max_queue_age), 1, 31622400, "432000"},
+    {"lease_timeout", CONFIG_TYPE_INT, F(lease_timeout), 10, 86400, "900"},
+    {"max_queued_recipients", CONFIG_TYPE_INT, F(max_queued_recipients), 0, INT32_MAX, "0"},
+    {"redis_memory_limit", CONFIG_TYPE_INT, F(redis_memory_limit), 1, 100, "90"},
 };
 
 #undef F
@@ -226,6 +252,43 @@ static const char *parse_listen(const char *v, struct config_listen *l)
 	return NULL;
 }
 
+static const char *parse_tls_policy(const char *v, enum config_tls_policy *out)
+{
+	if (strcmp(v, "none") == 0)
+		*out = CONFIG_TLS_NONE;
+	else if (strcmp(v, "opportunistic") == 0)
+		*out = CONFIG_TLS_OPPORTUNISTIC;
+	else if (strcmp(v, "required") == 0)
+		*out = CONFIG_TLS_REQUIRED;
+	else
+		return "expected none, opportunistic or required";
+	return NULL;
+}
+
+/* "" (no limit), or "N/s", "N/m", "N/h" with N in 1..1000000. */
+static const char *parse_rate(const char *v, struct config_rate *out)
+{
+	if (*v == '\0') {
+		out->count = 0;
+		out->period_ms = 1000;
+		return NULL;
+	}
+	const char *slash = strchr(v, '/');
+	uint64_t n;
+	if (slash == NULL || parse_uint(v, (size_t)(slash - v), &n) == -1 || n < 1 || n > 1000000)
+		return "expected a rate N/s, N/m or N/h (N in 1..1000000)";
+	if (strcmp(slash + 1, "s") == 0)
+		out->period_ms = 1000;
+	else if (strcmp(slash + 1, "m") == 0)
+		out->period_ms = 60000;
+	else if (strcmp(slash + 1, "h") == 0)
+		out->period_ms = 3600000;
+	else
+		return "expected a rate N/s, N/m or N/h (N in 1..1000000)";
+	out->count = (unsigned)n;
+	return NULL;
+}
+
 /* Sets one key from its text value. Returns NULL or a reason. */
 static const char *config_set(struct config *cfg, const struct config_key *k, const char *v,
                               char *why_buf, size_t why_len)
@@ -296,6 +359,20 @@ static const char *config_set(struct config *cfg, const struct config_key *k, co
 			return "expected rsa, ed25519 or both";
 		return NULL;
 	}
+	case CONFIG_TYPE_TLS_POLICY:
+		return parse_tls_policy(v, (enum config_tls_policy *)(void *)field);
+	case CONFIG_TYPE_RATE:
+		return parse_rate(v, (struct config_rate *)(void *)field);
+	case CONFIG_TYPE_IP: {
+		unsigned char addr[16];
+		if (*v != '\0' && inet_pton(AF_INET, v, addr) != 1 &&
+		    inet_pton(AF_INET6, v, addr) != 1)
+			return "not a numeric IP address";
+		if (strlen(v) >= k->size)
+			return "value too long";
+		memcpy(field, v, strlen(v) + 1);
+		return NULL;
+	}
 	case CONFIG_TYPE_DKIM_UNKNOWN: {
 		enum config_dkim_unknown *unknown = (enum config_dkim_unknown *)(void *)field;
 		if (strcmp(v, "sign") == 0)
@@ -316,6 +393,253 @@ static const struct config_key *config_key_find(const char *name)
 		if (strcmp(config_keys[i].name, name) == 0)
 			return &config_keys[i];
 	return NULL;
+}
+
+static bool pattern_valid(const char *p, bool site)
+{
+	size_t n = strlen(p);
+	if (n == 0 || n > 253)
+		return false;
+	if (strcmp(p, "*") == 0)
+		return true;
+	if (p[0] == '*') {
+		if (p[1] != '.' || p[2] == '\0')
+			return false;
+		p += 2;
+	}
+	for (; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (!(isalnum(c) || c == '.' || c == '-' || c == '_' ||
+		      (site && (c == ':' || c == '[' || c == ']'))))
+			return false;
+	}
+	return true;
+}
+
+static void lower_copy(char *dst, size_t dstlen, const char *src)
+{
+	size_t i = 0;
+	for (; src[i] != '\0' && i + 1 < dstlen; i++)
+		dst[i] = (char)tolower((unsigned char)src[i]);
+	dst[i] = '\0';
+}
+
+/* "route DOMAIN = HOST[:PORT]" (IPv6 as [ADDR] or [ADDR]:PORT). */
+static const char *parse_route(struct config *cfg, const char *domain, const char *v, unsigned line)
+{
+	if (!pattern_valid(domain, false))
+		return "route: expected a domain, *.DOMAIN or * before '='";
+	if (cfg->nroutes == CONFIG_ROUTES_MAX)
+		return "route: too many routes (at most 256)";
+	struct config_route *r = &cfg->routes[cfg->nroutes];
+	memset(r, 0, sizeof *r);
+	lower_copy(r->domain, sizeof r->domain, domain);
+	for (size_t i = 0; i < cfg->nroutes; i++)
+		if (strcmp(cfg->routes[i].domain, r->domain) == 0)
+			return "route: this domain has a route already";
+	const char *host = v, *port = NULL;
+	size_t hlen;
+	if (v[0] == '[') {
+		const char *close = strchr(v, ']');
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+			return "route: expected HOST, HOST:PORT or [IPv6]:PORT";
+		host = v + 1;
+		hlen = (size_t)(close - host);
+		port = close[1] == ':' ? close + 2 : NULL;
+	} else {
+		const char *colon = strchr(v, ':');
+		if (colon != NULL && strchr(colon + 1, ':') != NULL)
+			return "route: an IPv6 address must be written [ADDR]:PORT";
+		hlen = colon ? (size_t)(colon - v) : strlen(v);
+		port = colon ? colon + 1 : NULL;
+	}
+	if (hlen == 0 || hlen >= sizeof r->host)
+		return "route: expected HOST, HOST:PORT or [IPv6]:PORT";
+	memcpy(r->host, host, hlen);
+	r->host[hlen] = '\0';
+	for (const char *p = r->host; *p != '\0'; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == ':'))
+			return "route: bad host name";
+	uint64_t pn = 25;
+	if (port != NULL && (parse_uint(port, strlen(port), &pn) == -1 || pn < 1 || pn > 65535))
+		return "route: bad port (1..65535)";
+	r->port = (int)pn;
+	r->line = line;
+	cfg->nroutes++;
+	return NULL;
+}
+
+/* "site PATTERN = connections=N messages=N rate=N/s burst=N tls=POLICY" (any subset). */
+static const char *parse_site(struct config *cfg, const char *pattern, const char *v, unsigned line)
+{
+	if (!pattern_valid(pattern, true))
+		return "site: expected a host name, *.DOMAIN or * before '='";
+	if (cfg->nsites == CONFIG_SITES_MAX - 8) /* room for the built-in rules */
+		return "site: too many site rules (at most 120)";
+	struct config_site_rule *r = &cfg->sites[cfg->nsites];
+	memset(r, 0, sizeof *r);
+	lower_copy(r->pattern, sizeof r->pattern, pattern);
+	for (size_t i = 0; i < cfg->nsites; i++)
+		if (strcmp(cfg->sites[i].pattern, r->pattern) == 0)
+			return "site: this pattern has a rule already";
+	r->line = line;
+	char word[128];
+	const char *p = v;
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			break;
+		size_t n = strcspn(p, " \t");
+		if (n >= sizeof word)
+			return "site: value too long";
+		memcpy(word, p, n);
+		word[n] = '\0';
+		p += n;
+		char *eq = strchr(word, '=');
+		if (eq == NULL)
+			return "site: expected key=value (connections, messages, rate, burst, tls)";
+		*eq = '\0';
+		const char *val = eq + 1;
+		uint64_t u;
+		const char *bad = NULL;
+		unsigned bit;
+		if (strcmp(word, "connections") == 0) {
+			bit = CONFIG_SITE_CONNECTIONS;
+			if (parse_uint(val, strlen(val), &u) == -1 || u < 1 || u > 10000)
+				bad = "site: connections must be 1..10000";
+			else
+				r->connections = (int)u;
+		} else if (strcmp(word, "messages") == 0) {
+			bit = CONFIG_SITE_MESSAGES;
+			if (parse_uint(val, strlen(val), &u) == -1 || u < 1 || u > 100000)
+				bad = "site: messages must be 1..100000";
+			else
+				r->messages_per_connection = (int)u;
+		} else if (strcmp(word, "burst") == 0) {
+			bit = CONFIG_SITE_BURST;
+			if (parse_uint(val, strlen(val), &u) == -1 || u < 1 || u > 100000)
+				bad = "site: burst must be 1..100000";
+			else
+				r->burst = (unsigned)u;
+		} else if (strcmp(word, "rate") == 0) {
+			bit = CONFIG_SITE_RATE;
+			if (strcmp(val, "none") == 0) {
+				r->rate.count = 0;
+				r->rate.period_ms = 1000;
+			} else {
+				bad = parse_rate(val, &r->rate);
+			}
+		} else if (strcmp(word, "tls") == 0) {
+			bit = CONFIG_SITE_TLS;
+			bad = parse_tls_policy(val, &r->tls);
+		} else {
+			return "site: unknown setting (connections, messages, rate, burst, tls)";
+		}
+		if (bad != NULL)
+			return bad;
+		if (r->given & bit)
+			return "site: a setting is given twice";
+		r->given |= bit;
+	}
+	if (r->given == 0)
+		return "site: expected at least one of connections, messages, rate, burst, tls";
+	cfg->nsites++;
+	return NULL;
+}
+
+/* Starting points for the big mailbox providers, matched by their MX host names, after the
+ * file's own rules. Their published guidance is about reputation more than numbers; these
+ * keep a new sender's connection count and messages per connection where Microsoft and Yahoo
+ * stop throttling ("421 4.7.0 [TSS04]", "451 4.7.500 Server busy") on a fresh IP. */
+static const struct {
+	const char *pattern;
+	int connections, messages;
+} config_site_builtin[] = {
+    {"*.google.com", 20, 100},     /* Gmail and Google Workspace (aspmx.l.google.com) */
+    {"*.googlemail.com", 20, 100}, /* older Google MX names */
+    {"*.outlook.com", 10, 20},     /* Outlook.com and Microsoft 365 (*.protection.outlook.com) */
+    {"*.yahoodns.net", 10, 20},    /* Yahoo, AOL, Verizon (mta5.am0.yahoodns.net) */
+    {"*.icloud.com", 10, 50},      /* iCloud (mx01.mail.icloud.com) */
+};
+
+/* Fills what site rules left out from the site_* keys, then adds the built-in rules and the
+ * catch-all. */
+static void site_rules_finish(struct config *cfg)
+{
+	for (size_t i = 0; i < sizeof config_site_builtin / sizeof config_site_builtin[0]; i++) {
+		struct config_site_rule *r = &cfg->sites[cfg->nsites++];
+		memset(r, 0, sizeof *r);
+		snprintf(r->pattern, sizeof r->pattern, "%s", config_site_builtin[i].pattern);
+		r->connections = config_site_builtin[i].connections;
+		r->messages_per_connection = config_site_builtin[i].messages;
+		r->given = CONFIG_SITE_CONNECTIONS | CONFIG_SITE_MESSAGES;
+	}
+	struct config_site_rule *all = &cfg->sites[cfg->nsites++];
+	memset(all, 0, sizeof *all);
+	all->pattern[0] = '*';
+	for (size_t i = 0; i < cfg->nsites; i++) {
+		struct config_site_rule *r = &cfg->sites[i];
+		if (!(r->given & CONFIG_SITE_CONNECTIONS))
+			r->connections = cfg->site_connections;
+		if (!(r->given & CONFIG_SITE_MESSAGES))
+			r->messages_per_connection = cfg->site_messages_per_connection;
+		if (!(r->given & CONFIG_SITE_RATE))
+			r->rate = cfg->site_rate;
+		if (!(r->given & CONFIG_SITE_BURST))
+			r->burst = (unsigned)cfg->site_burst;
+		if (!(r->given & CONFIG_SITE_TLS))
+			r->tls = cfg->outbound_tls;
+	}
+}
+
+bool config_pattern_match(const char *pattern, const char *name)
+{
+	if (strcmp(pattern, "*") == 0)
+		return true;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		size_t pl = strlen(pattern + 1), nl = strlen(name); /* ".suffix" */
+		return nl > pl && strcmp(name + nl - pl, pattern + 1) == 0;
+	}
+	return strcmp(pattern, name) == 0;
+}
+
+const struct config_route *config_route_find(const struct config *cfg, const char *domain)
+{
+	const struct config_route *best = NULL;
+	size_t best_len = 0;
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		const struct config_route *r = &cfg->routes[i];
+		if (strcmp(r->domain, domain) == 0)
+			return r;
+		size_t len = strcmp(r->domain, "*") == 0 ? 1 : strlen(r->domain) + 1;
+		if (config_pattern_match(r->domain, domain) && len > best_len) {
+			best = r;
+			best_len = len;
+		}
+	}
+	return best;
+}
+
+const struct config_site_rule *config_site_rule_find(const struct config *cfg, const char *site)
+{
+	for (size_t i = 0; i < cfg->nsites; i++) {
+		const char *p = site;
+		while (*p != '\0') {
+			size_t n = strcspn(p, ",");
+			char name[256];
+			if (n < sizeof name) {
+				memcpy(name, p, n);
+				name[n] = '\0';
+				if (config_pattern_match(cfg->sites[i].pattern, name))
+					return &cfg->sites[i];
+			}
+			p += n;
+			if (*p == ',')
+				p++;
+		}
+	}
+	return &cfg->sites[cfg->nsites - 1]; /* the catch-all */
 }
 
 static void range_text(const struct config_key *k, char *out, size_t outlen)
@@ -359,6 +683,13 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 		if (dot == NULL)
 			memcpy(cfg->dkim_domain + i, ".invalid", sizeof ".invalid");
 	}
+	if (cfg->outbound_ehlo[0] == '\0')
+		snprintf(cfg->outbound_ehlo, sizeof cfg->outbound_ehlo, "%s", cfg->hostname);
+	if (cfg->retry_first > cfg->retry_max) {
+		set_err(err, errlen, cfg->file, 0, "retry_first must not be above retry_max");
+		return -1;
+	}
+	site_rules_finish(cfg);
 	if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
 		set_err(err, errlen, cfg->file, 0, "tls_cert and tls_key must be set together");
 		return -1;
@@ -428,6 +759,25 @@ int config_parse(const char *name, const char *text, size_t len, struct config *
 		char *v = eq + 1;
 		while (isspace((unsigned char)*v))
 			v++;
+		char *space = strpbrk(s, " \t");
+		if (space != NULL) { /* "route DOMAIN" or "site PATTERN" */
+			*space = '\0';
+			char *arg = space + 1;
+			while (isspace((unsigned char)*arg))
+				arg++;
+			const char *bad;
+			if (strcmp(s, "route") == 0)
+				bad = parse_route(cfg, arg, v, lineno);
+			else if (strcmp(s, "site") == 0)
+				bad = parse_site(cfg, arg, v, lineno);
+			else
+				bad = "unknown key (only route and site take an argument)";
+			if (bad != NULL) {
+				set_err(err, errlen, name, lineno, "%s", bad);
+				return -1;
+			}
+			continue;
+		}
 		const struct config_key *k = config_key_find(s);
 		if (k == NULL) {
 			set_err(err, errlen, name, lineno, "unknown key '%.64s'", s);

@@ -17,6 +17,8 @@
 
 #define CONFIG_LISTEN_MAX 16
 #define CONFIG_STR_MAX    256
+#define CONFIG_ROUTES_MAX 256 /* "route DOMAIN = HOST:PORT" lines */
+#define CONFIG_SITES_MAX  128 /* "site PATTERN = ..." lines, the built-in ones included */
 
 struct config_listen_addr {
 	struct sockaddr_storage addr;
@@ -42,6 +44,49 @@ enum config_dkim_unknown {
 	CONFIG_DKIM_UNKNOWN_SIGN,   /* sign it with dkim_domain */
 	CONFIG_DKIM_UNKNOWN_REFUSE, /* refuse it (550 5.7.1) */
 };
+
+/* TLS policy of outbound connections: the SMTPC_TLS_* values of relay/smtpc.h (deliver.c
+ * checks that they are equal). */
+enum config_tls_policy {
+	CONFIG_TLS_NONE,
+	CONFIG_TLS_OPPORTUNISTIC,
+	CONFIG_TLS_REQUIRED,
+};
+
+/* A message rate: count per period_ms; count 0 = no limit. */
+struct config_rate {
+	unsigned count;
+	int64_t period_ms;
+};
+
+/* "route DOMAIN = HOST[:PORT]": mail for DOMAIN (exactly, "*.SUFFIX" for its subdomains, or
+ * "*" for every domain) goes to HOST instead of the domain's MX hosts. */
+struct config_route {
+	char domain[256]; /* lowercased pattern */
+	char host[256];   /* a name or an IP address (IPv6 without brackets) */
+	int port;
+	unsigned line; /* in the config file, for messages */
+};
+
+/* "site PATTERN = key=value ...": shaping for the sites whose MX host names (or routed
+ * host) match PATTERN ("*.google.com", "mx.example.net", "*"). The first matching rule
+ * applies; rules from the file come before the built-in ones. */
+struct config_site_rule {
+	char pattern[256]; /* lowercased */
+	int connections;   /* per site over every worker and machine */
+	int messages_per_connection;
+	struct config_rate rate; /* shared by every worker; count 0 = none */
+	unsigned burst;          /* messages the rate lets through at once (>= 1) */
+	enum config_tls_policy tls;
+	unsigned line;  /* 0 for a built-in rule */
+	unsigned given; /* CONFIG_SITE_* of the fields the line set; the others come from the
+	                   site_* keys and outbound_tls when the file has been read */
+};
+#define CONFIG_SITE_CONNECTIONS 1u
+#define CONFIG_SITE_MESSAGES    2u
+#define CONFIG_SITE_RATE        4u
+#define CONFIG_SITE_BURST       8u
+#define CONFIG_SITE_TLS         16u
 
 struct config {
 	char file[PATH_MAX];
@@ -84,6 +129,34 @@ struct config {
 	char spf_include[CONFIG_STR_MAX]; /* SPF terms the domain's record must hold */
 	int dkim_dns_check_interval;      /* seconds; 0 = the DKIM DNS watcher is off */
 	int dkim_retire_grace;            /* seconds a replaced key stays published */
+
+	/* outbound delivery (relay/deliver.c) */
+	bool delivery;                        /* this process delivers (the "delivery" role) */
+	char outbound_ehlo[CONFIG_STR_MAX];   /* "" = hostname (derived) */
+	char outbound_source[CONFIG_STR_MAX]; /* local address to send from, "" = any */
+	int outbound_port;
+	enum config_tls_policy outbound_tls;
+	int outbound_connect_timeout;
+	int outbound_command_timeout;
+	int outbound_data_timeout;
+	int outbound_idle_timeout;
+	int outbound_max_connections; /* per worker process */
+	int site_connections;
+	int site_messages_per_connection;
+	struct config_rate site_rate;
+	int site_burst;
+	int site_down_time;
+	int retry_first;
+	int retry_max;
+	int retry_jitter;
+	int max_queue_age;
+	int lease_timeout;
+	int max_queued_recipients;
+	int redis_memory_limit; /* percent of maxmemory; past it submission gets 452 4.3.1 */
+	size_t nroutes;
+	struct config_route routes[CONFIG_ROUTES_MAX];
+	size_t nsites;
+	struct config_site_rule sites[CONFIG_SITES_MAX];
 };
 
 /*
@@ -97,6 +170,19 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 /* Same as config_load over text in memory; name is used in messages. For tests. */
 int config_parse(const char *name, const char *text, size_t len, struct config *cfg, char *err,
                  size_t errlen);
+
+/* The route for domain (lowercase), or NULL: an exact rule first, then the longest "*.SUFFIX",
+ * then "*". */
+const struct config_route *config_route_find(const struct config *cfg, const char *domain);
+
+/* The shaping rule for a site (queue_site_name's comma-separated host names, or a routed
+ * "HOST:PORT"): the first rule with a pattern matching one of its names. Never NULL: the
+ * last rule is always the catch-all made from the site_* keys. */
+const struct config_site_rule *config_site_rule_find(const struct config *cfg, const char *site);
+
+/* True when name (lowercase) matches pattern: equal, "*" for anything, or "*.SUFFIX" for
+ * names ending with ".SUFFIX". Pure. */
+bool config_pattern_match(const char *pattern, const char *name);
 
 /* The address of the Redis socket of the embedded server: "<data_dir>/redis.sock". */
 int config_embedded_redis_path(const struct config *cfg, char *out, size_t outlen);

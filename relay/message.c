@@ -28,18 +28,57 @@ static const char *with_keyword(const struct message_trace *t)
 	return kw[t->utf8][t->tls[0] != '\0'][t->authenticated];
 }
 
+/* The unfolded, trimmed value of an X-Campaign-ID field into meta. */
+static void campaign_take(const struct header_field *f, struct message_meta *meta)
+{
+	if (meta->campaign[0] != '\0' || meta->campaign_bad) {
+		meta->campaign_bad = true; /* twice: which one would be meant? */
+		return;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < f->value_len; i++) {
+		unsigned char c = (unsigned char)f->value[i];
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+			if (n > 0 && i + 1 < f->value_len) {
+				/* inner white space: only trailing folding/space is allowed */
+				size_t k = i;
+				while (k < f->value_len &&
+				       (f->value[k] == ' ' || f->value[k] == '\t' ||
+				        f->value[k] == '\r' || f->value[k] == '\n'))
+					k++;
+				if (k < f->value_len) {
+					meta->campaign_bad = true;
+					return;
+				}
+			}
+			continue;
+		}
+		if (c < 0x21 || c > 0x7e || n == MESSAGE_CAMPAIGN_MAX) {
+			meta->campaign_bad = true;
+			return;
+		}
+		meta->campaign[n++] = (char)c;
+	}
+	meta->campaign[n] = '\0';
+	if (n == 0)
+		meta->campaign_bad = true;
+}
+
 const char *message_prepare(const struct message_trace *t, const char *in, size_t len,
-                            struct buf *out)
+                            struct buf *out, struct message_meta *meta)
 {
 	bool has_msgid = false, has_date = false;
 	struct header_iter it;
 	struct header_field f;
+	memset(meta, 0, sizeof *meta);
 	header_iter_init(&it, in, len);
 	while (header_next(&it, &f) == HEADER_FIELD) {
 		if (header_name_is(&f, "Message-ID"))
 			has_msgid = true;
 		else if (header_name_is(&f, "Date"))
 			has_date = true;
+		else if (header_name_is(&f, "X-Campaign-ID"))
+			campaign_take(&f, meta);
 	}
 	char date[64];
 	message_date(t->time, date, sizeof date);
@@ -58,7 +97,16 @@ const char *message_prepare(const struct message_trace *t, const char *in, size_
 		                t->hostname);
 	if (rc == 0 && !has_date)
 		rc = buf_printf(out, "Date: %s\r\n", date);
+	/* the message, without the fields meant for Postino */
+	size_t from = 0;
+	header_iter_init(&it, in, len);
+	while (rc == 0 && header_next(&it, &f) == HEADER_FIELD) {
+		if (!header_name_is(&f, "X-Campaign-ID"))
+			continue;
+		rc = buf_append(out, in + from, f.offset - from);
+		from = f.offset + f.length;
+	}
 	if (rc == 0)
-		rc = buf_append(out, in, len);
+		rc = buf_append(out, in + from, len - from);
 	return rc == 0 ? NULL : "out of memory";
 }

@@ -29,10 +29,21 @@ struct message_trace {
 	time_t time;
 };
 
+#define MESSAGE_CAMPAIGN_MAX 128 /* queue/queue.h QUEUE_CAMPAIGN_MAX */
+
+/* What the client told Postino in its own header fields, which are removed from the stored
+ * message (they are for Postino, not for the recipient). */
+struct message_meta {
+	char campaign[MESSAGE_CAMPAIGN_MAX + 1]; /* X-Campaign-ID, "" when none */
+	bool campaign_bad; /* X-Campaign-ID is not 1..128 printable ASCII octets without spaces,
+	                      or appears twice: refuse the message (550 5.6.0) */
+};
+
 /* Writes the stored form of in[0..len) (a CRLF message, as the DATA reader produced) into
- * out. Returns NULL, or a reason when out cannot grow. */
+ * out, without any X-Campaign-ID field, whose value goes to meta. Returns NULL, or a reason
+ * when out cannot grow. */
 const char *message_prepare(const struct message_trace *t, const char *in, size_t len,
-                            struct buf *out);
+                            struct buf *out, struct message_meta *meta);
 
 /* Formats an RFC 5322 date-time ("Sun, 22 Nov 2026 01:50:00 +0000") into out (>= 32). */
 void message_date(time_t t, char *out, size_t outlen);

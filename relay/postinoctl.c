@@ -9,6 +9,8 @@
  *   postinoctl -c FILE user passwd NAME [--password P]
  *   postinoctl -c FILE queue show [--limit N]
  *   postinoctl -c FILE queue cat ID
+ *   postinoctl -c FILE queue retry|hold|release|delete ID | --domain D | --site S
+ *   postinoctl -c FILE queue stats
  *   postinoctl -c FILE dkim ...         (relay/ctl_dkim.c: keys, selectors, DNS records)
  *   postinoctl -c FILE domain check D   (relay/ctl_domain.c: DKIM, SPF, DMARC in DNS)
  *
@@ -42,7 +44,9 @@ static void usage(void)
 	                "  user list\n"
 	                "  user passwd NAME [--password P]\n"
 	                "  queue show [--limit N]\n"
-	                "  queue cat ID\n");
+	                "  queue cat ID\n"
+	                "  queue retry|hold|release|delete ID | --domain DOMAIN | --site SITE\n"
+	                "  queue stats\n");
 	ctl_dkim_usage(stderr);
 	ctl_domain_usage(stderr);
 }
@@ -287,6 +291,54 @@ static int cmd_queue(struct queue_admin *a, int argc, char **argv)
 		}
 		fwrite(body, 1, len, stdout);
 		free(body);
+		return 0;
+	}
+	if (argc == 1 && strcmp(argv[0], "stats") == 0) {
+		if (queue_admin_stats(a, stdout, err, sizeof err) == -1) {
+			fprintf(stderr, "postinoctl: %s\n", err);
+			return 1;
+		}
+		return 0;
+	}
+	static const struct {
+		const char *name;
+		int (*fn)(struct queue_admin *, enum queue_select, const char *, uint64_t *, char *,
+		          size_t);
+		const char *counted;
+	} actions[] = {
+	    {"retry", queue_admin_retry, "entries due now"},
+	    {"hold", queue_admin_hold, "held"},
+	    {"release", queue_admin_release, "released"},
+	    {"delete", queue_admin_delete, "recipients deleted"},
+	};
+	for (size_t k = 0; argc >= 2 && k < sizeof actions / sizeof actions[0]; k++) {
+		if (strcmp(argv[0], actions[k].name) != 0)
+			continue;
+		enum queue_select by = QUEUE_SELECT_MESSAGE;
+		const char *value = argv[1];
+		if (argc == 3 && strcmp(argv[1], "--domain") == 0) {
+			by = QUEUE_SELECT_DOMAIN;
+			value = argv[2];
+		} else if (argc == 3 && strcmp(argv[1], "--site") == 0) {
+			by = QUEUE_SELECT_SITE;
+			value = argv[2];
+		} else if (argc != 2 || argv[1][0] == '-') {
+			break;
+		}
+		char lower[256];
+		if (by == QUEUE_SELECT_DOMAIN) { /* domains are stored lowercased */
+			size_t n = 0;
+			for (; value[n] != '\0' && n + 1 < sizeof lower; n++)
+				lower[n] = (char)tolower((unsigned char)value[n]);
+			lower[n] = '\0';
+			value = lower;
+		}
+		uint64_t count = 0;
+		if (actions[k].fn(a, by, value, &count, err, sizeof err) == -1) {
+			fprintf(stderr, "postinoctl: %s: %s\n", value, err);
+			return 1;
+		}
+		printf("%s: %llu %s\n", value, (unsigned long long)count, actions[k].counted);
 		return 0;
 	}
 	usage();

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -63,6 +64,17 @@ struct resolver_query {
 	size_t have, want;
 	unsigned char *in; /* TCP: the answer, want octets */
 	struct resolver_result result;
+	bool cached; /* answered from the cache: not stored again */
+};
+
+/* One cached answer: (name, type) -> status and response, until expires_ms. */
+struct cache_entry {
+	struct cache_entry *next;
+	uint16_t type;
+	enum resolver_status status;
+	int64_t expires_ms; /* CLOCK_MONOTONIC */
+	struct dns_response *response;
+	char name[DNS_NAME_WIRE_MAX + 1]; /* lowercased, without a final dot */
 };
 
 struct resolver {
@@ -74,7 +86,9 @@ struct resolver {
 	bool closing;
 	size_t inflight;
 	struct resolver_query *head;
-	unsigned char *rbuf; /* one UDP datagram, DNS_MESSAGE_MAX octets */
+	unsigned char *rbuf;        /* one UDP datagram, DNS_MESSAGE_MAX octets */
+	struct cache_entry **cache; /* NULL: no cache (resolver_cache_enable) */
+	size_t cache_buckets, cache_count, cache_max;
 };
 
 struct resolver_sync {
@@ -279,12 +293,173 @@ static void query_complete(struct resolver_query *q, enum resolver_status st,
 	timer_arm(q, 0);
 }
 
+/* ---- cache ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cache_key(const char *name, char *out)
+{
+	size_t n = strlen(name);
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+	out[n] = '\0';
+}
+
+static size_t cache_bucket(const struct resolver *r, const char *key, uint16_t type)
+{
+	uint64_t h = 1469598103934665603ULL ^ type; /* FNV-1a */
+	for (const char *p = key; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return (size_t)(h % r->cache_buckets);
+}
+
+static void cache_entry_free(struct cache_entry *e)
+{
+	dns_response_free(e->response);
+	free(e);
+}
+
+/* Drops every expired entry; O(entries), run only when the cache is full. */
+static void cache_sweep(struct resolver *r, int64_t now)
+{
+	for (size_t b = 0; b < r->cache_buckets; b++) {
+		struct cache_entry **pp = &r->cache[b];
+		while (*pp != NULL) {
+			struct cache_entry *e = *pp;
+			if (e->expires_ms <= now) {
+				*pp = e->next;
+				cache_entry_free(e);
+				r->cache_count--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
+/* How long an answer may be kept: the smallest TTL of its records (RFC 1035 3.2.1); for a
+ * negative answer the SOA's negative TTL (RFC 2308 5), RESOLVER_NEGATIVE_TTL without one.
+ * -1: not cached (server failures and timeouts are asked again). */
+static int64_t cache_ttl(const struct resolver_result *res)
+{
+	int64_t ttl = -1;
+	if (res->response == NULL)
+		return -1;
+	if (res->status == RESOLVER_OK) {
+		for (size_t i = 0; i < res->response->count; i++)
+			if (ttl == -1 || res->response->answers[i].ttl < ttl)
+				ttl = res->response->answers[i].ttl;
+	} else if (res->status == RESOLVER_NODATA || res->status == RESOLVER_NXDOMAIN) {
+		ttl = res->response->negative_ttl >= 0 ? res->response->negative_ttl
+		                                       : RESOLVER_NEGATIVE_TTL;
+	}
+	if (ttl == -1)
+		return -1;
+	if (ttl < RESOLVER_CACHE_TTL_MIN)
+		ttl = RESOLVER_CACHE_TTL_MIN;
+	if (ttl > RESOLVER_CACHE_TTL_MAX)
+		ttl = RESOLVER_CACHE_TTL_MAX;
+	return ttl;
+}
+
+static void cache_store(struct resolver *r, const struct resolver_query *q)
+{
+	int64_t ttl = cache_ttl(&q->result);
+	if (r->cache == NULL || q->cached || ttl < 0)
+		return;
+	int64_t now = mono_ms();
+	char key[DNS_NAME_WIRE_MAX + 1];
+	cache_key(q->name, key);
+	size_t b = cache_bucket(r, key, q->type);
+	for (struct cache_entry **pp = &r->cache[b]; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->type == q->type && strcmp((*pp)->name, key) == 0) {
+			struct cache_entry *old = *pp;
+			*pp = old->next;
+			cache_entry_free(old);
+			r->cache_count--;
+			break;
+		}
+	}
+	if (r->cache_count >= r->cache_max)
+		cache_sweep(r, now);
+	if (r->cache_count >= r->cache_max)
+		return; /* full of live answers: ask the server next time */
+	struct cache_entry *e = calloc(1, sizeof *e);
+	if (e == NULL)
+		return;
+	e->response = dns_response_copy(q->result.response);
+	if (e->response == NULL) {
+		free(e);
+		return;
+	}
+	e->type = q->type;
+	e->status = q->result.status;
+	e->expires_ms = now + ttl * 1000;
+	memcpy(e->name, key, strlen(key) + 1);
+	e->next = r->cache[b];
+	r->cache[b] = e;
+	r->cache_count++;
+}
+
+/* A live cached answer for (name, type), or NULL. */
+static const struct cache_entry *cache_find(struct resolver *r, const char *name, uint16_t type)
+{
+	if (r->cache == NULL)
+		return NULL;
+	char key[DNS_NAME_WIRE_MAX + 1];
+	cache_key(name, key);
+	for (struct cache_entry *e = r->cache[cache_bucket(r, key, type)]; e != NULL; e = e->next)
+		if (e->type == type && strcmp(e->name, key) == 0)
+			return e->expires_ms > mono_ms() ? e : NULL;
+	return NULL;
+}
+
+int resolver_cache_enable(struct resolver *r, size_t max_entries)
+{
+	if (r->cache != NULL || max_entries == 0)
+		return -1;
+	size_t buckets = max_entries / 2 + 1;
+	r->cache = calloc(buckets, sizeof *r->cache);
+	if (r->cache == NULL)
+		return -1;
+	r->cache_buckets = buckets;
+	r->cache_max = max_entries;
+	return 0;
+}
+
+size_t resolver_cache_count(const struct resolver *r)
+{
+	return r->cache_count;
+}
+
+static void cache_free(struct resolver *r)
+{
+	if (r->cache == NULL)
+		return;
+	for (size_t b = 0; b < r->cache_buckets; b++) {
+		while (r->cache[b] != NULL) {
+			struct cache_entry *e = r->cache[b];
+			r->cache[b] = e->next;
+			cache_entry_free(e);
+		}
+	}
+	free(r->cache);
+	r->cache = NULL;
+}
+
 /* Unlinks and frees q, then calls its callback. r is not touched after the callback. */
 static void query_finish(struct resolver_query *q)
 {
 	struct resolver *r = q->r;
-	/* The seam for the cache (issue 4): here is where (q->name, q->type) -> q->result
-	 * will be stored, for min(TTL of the matching records) or the negative TTL. */
+	if (q->result.status != RESOLVER_CANCELLED)
+		cache_store(r, q);
 	if (q->prev != NULL)
 		q->prev->next = q->next;
 	else
@@ -645,8 +820,14 @@ void resolver_free(struct resolver *r)
 		}
 		query_finish(q);
 	}
+	cache_free(r);
 	free(r->rbuf);
 	free(r);
+}
+
+struct event_base *resolver_base(const struct resolver *r)
+{
+	return r->base;
 }
 
 const char *resolver_server_text(const struct resolver *r)
@@ -663,8 +844,6 @@ int resolver_query(struct resolver *r, const char *name, uint16_t type, resolver
 	    dns_query_build(0, name, type, true, scratch, sizeof scratch, &len) == -1 ||
 	    strlen(name) > DNS_NAME_WIRE_MAX)
 		return -1;
-	/* The seam for the cache (issue 4): a hit would be delivered from here, later, like
-	 * any answer. */
 	struct resolver_query *q = calloc(1, sizeof *q);
 	if (q == NULL)
 		return -1;
@@ -686,6 +865,16 @@ int resolver_query(struct resolver *r, const char *name, uint16_t type, resolver
 		r->head->prev = q;
 	r->head = q;
 	r->inflight++;
+	const struct cache_entry *hit = cache_find(r, name, type);
+	if (hit != NULL) { /* delivered later, through the timer, like any answer */
+		struct dns_response *copy = dns_response_copy(hit->response);
+		if (copy != NULL) {
+			q->cached = true;
+			query_complete(q, hit->status, copy, "cached answer from %s",
+			               r->server_text);
+			return 0;
+		}
+	}
 	udp_start(q); /* its failures are delivered later, through the timer */
 	return 0;
 }

@@ -15,9 +15,10 @@
  * other addresses) for every attempt; a datagram that is not the answer to our question
  * (id, name, type) is ignored and the attempt keeps waiting.
  *
- * Caching: none yet. Every answer leaves through one place in resolver.c (query_finish),
- * which is where a cache keyed by (name, type) and bounded by the records' TTLs and the
- * response's negative_ttl will store it, and resolver_query is where it will be read.
+ * Caching (resolver_cache_enable; off by default): answers OK, NODATA and NXDOMAIN are kept
+ * by (name, type) for the smallest TTL of their records, or the negative TTL (RFC 2308),
+ * clamped to RESOLVER_CACHE_TTL_MIN..MAX; failures are not kept. A hit is delivered like any
+ * answer: later, from the event loop, with detail "cached answer ...".
  */
 #ifndef POSTINO_RESOLVER_H
 #define POSTINO_RESOLVER_H
@@ -38,6 +39,9 @@ struct resolver_sync;
 #define RESOLVER_ATTEMPTS_MAX     10
 #define RESOLVER_INFLIGHT_MAX     512 /* queries at once per resolver (one socket each) */
 #define RESOLVER_RESOLV_CONF      "/etc/resolv.conf"
+#define RESOLVER_CACHE_TTL_MIN    5     /* seconds an answer is kept at least */
+#define RESOLVER_CACHE_TTL_MAX    86400 /* and at most */
+#define RESOLVER_NEGATIVE_TTL     300   /* a negative answer without an SOA */
 
 enum resolver_status {
 	RESOLVER_OK,        /* records of the type: response->matches > 0 */
@@ -83,6 +87,16 @@ struct resolver *resolver_new(struct event_base *base, const char *server, int t
  * resolver_query returns -1 then), then frees r. NULL is a no-op. Never call it from inside
  * one of r's callbacks. */
 void resolver_free(struct resolver *r);
+
+/* Turns the cache on, holding at most max_entries answers (when full, expired answers are
+ * dropped; if none is, new answers are not kept). Returns 0, or -1 (already on, max_entries
+ * 0, out of memory). */
+int resolver_cache_enable(struct resolver *r, size_t max_entries);
+/* Answers in the cache, live or expired. */
+size_t resolver_cache_count(const struct resolver *r);
+
+/* The event base r runs on. */
+struct event_base *resolver_base(const struct resolver *r);
 
 /* The server asked, as "ADDR:PORT" or "[ADDR]:PORT": for messages. Borrowed from r. */
 const char *resolver_server_text(const struct resolver *r);

@@ -21,6 +21,7 @@
 #include "dkim/dksign.h"
 #include "queue/queue.h"
 #include "relay/auth.h"
+#include "relay/deliver.h"
 #include "relay/log.h"
 #include "relay/smtpd.h"
 #include "relay/workpool.h"
@@ -31,6 +32,7 @@
 #define SERVER_AUTH_THREADS      1 /* per worker: a scrypt check is 50 ms and 16 MiB */
 #define SERVER_AUTH_BACKLOG      64
 #define SERVER_DKIM_RELOAD_MS    2000
+#define SERVER_PRESSURE_MS       1000 /* Redis memory and queue size sampled this often */
 
 struct listener_ctx {
 	struct server *srv;
@@ -43,7 +45,7 @@ struct worker {
 	struct server srv;
 	struct listener_ctx *listeners;
 	size_t nlisteners;
-	struct event *sigterm, *sigint, *nets_timer, *drain_timer, *dkim_timer;
+	struct event *sigterm, *sigint, *nets_timer, *drain_timer, *dkim_timer, *pressure_timer;
 	int drain_ticks;
 };
 
@@ -149,14 +151,42 @@ static void on_dkim_timer(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(w->dkim_timer, &tv);
 }
 
+static void pressure_read(enum queue_result res, const struct queue_pressure *p, uint64_t ref,
+                          void *arg)
+{
+	struct server *srv = arg;
+	if (res != QUEUE_OK)
+		return; /* Redis' own refusals (OOM, the commit's max_queued) still hold */
+	bool full = queue_pressure_full(p, (unsigned)srv->cfg->redis_memory_limit,
+	                                srv->cfg->max_queued_recipients);
+	if (full != srv->queue_full)
+		log_warn(0,
+		         "event=back_pressure state=%s used_memory=%lld maxmemory=%lld "
+		         "recipients_queued=%lld",
+		         full ? "on" : "off", (long long)p->used_memory, (long long)p->maxmemory,
+		         (long long)p->recipients_queued);
+	srv->queue_full = full;
+}
+
+static void on_pressure_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	if (queue_conn_ready(w->srv.queue))
+		queue_pressure_read(w->srv.queue, pressure_read, 0, &w->srv);
+	struct timeval tv = {SERVER_PRESSURE_MS / 1000, (SERVER_PRESSURE_MS % 1000) * 1000};
+	evtimer_add(w->pressure_timer, &tv);
+}
+
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 	w->drain_ticks++;
 	if (w->drain_ticks == SERVER_DRAIN_SECONDS * 10) /* deadline: say goodbye to everyone */
 		smtpd_drain(&w->srv, true);
-	/* after the deadline, one more second for the 421s to flush */
-	if (smtpd_count(&w->srv) == 0 || w->drain_ticks > (SERVER_DRAIN_SECONDS + 1) * 10) {
+	/* after the deadline, one more second for the 421s to flush; outbound messages in
+	 * flight past it are delivered again after their lease expires */
+	bool idle = smtpd_count(&w->srv) == 0 && deliver_active(w->srv.deliver) == 0;
+	if (idle || w->drain_ticks > (SERVER_DRAIN_SECONDS + 1) * 10) {
 		event_base_loopexit(w->srv.base, NULL);
 		return;
 	}
@@ -174,6 +204,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	for (size_t i = 0; i < w->nlisteners; i++)
 		evconnlistener_disable(w->listeners[i].l);
 	smtpd_drain(&w->srv, false);
+	deliver_stop(w->srv.deliver);
 	struct timeval tv = {0, 0};
 	evtimer_add(w->drain_timer, &tv);
 }
@@ -235,8 +266,10 @@ int server_run(const struct config *cfg, int worker, const char *redis_address, 
 	w->nets_timer = evtimer_new(srv->base, on_nets_timer, w);
 	w->drain_timer = evtimer_new(srv->base, on_drain_tick, w);
 	w->dkim_timer = evtimer_new(srv->base, on_dkim_timer, w);
+	w->pressure_timer = evtimer_new(srv->base, on_pressure_timer, w);
 	if (!w->sigterm || !w->sigint || !w->nets_timer || !w->drain_timer || !w->dkim_timer ||
-	    event_add(w->sigterm, NULL) == -1 || event_add(w->sigint, NULL) == -1) {
+	    !w->pressure_timer || event_add(w->sigterm, NULL) == -1 ||
+	    event_add(w->sigint, NULL) == -1) {
 		log_error(0, "event=start call=evsignal_new failed");
 		goto out;
 	}
@@ -244,6 +277,17 @@ int server_run(const struct config *cfg, int worker, const char *redis_address, 
 	evtimer_add(w->nets_timer, &first);
 	struct timeval dk = {SERVER_DKIM_RELOAD_MS / 1000, (SERVER_DKIM_RELOAD_MS % 1000) * 1000};
 	evtimer_add(w->dkim_timer, &dk);
+	struct timeval pt = {0, 300 * 1000};
+	evtimer_add(w->pressure_timer, &pt);
+	queue_conn_set_max_queued(srv->queue, cfg->max_queued_recipients);
+	if (cfg->delivery) {
+		char derr[512] = "";
+		srv->deliver = deliver_new(srv, derr, sizeof derr);
+		if (srv->deliver == NULL) {
+			log_error(0, "event=start reason=delivery error=\"%s\"", derr);
+			goto out;
+		}
+	}
 	log_info(0, "event=worker_started worker=%d listeners=%zu sign_threads=%d", worker,
 	         nlisteners, cfg->sign_threads);
 	if (event_base_dispatch(srv->base) == -1)
@@ -255,7 +299,9 @@ out:
 	 * sessions: free in that order */
 	workpool_free(srv->pool);
 	workpool_free(srv->auth_pool);
+	deliver_stop(srv->deliver);
 	queue_conn_free(srv->queue);
+	deliver_free(srv->deliver); /* after the queue: its last callbacks find their tasks */
 	smtpd_shutdown(srv);
 	for (size_t i = 0; i < w->nlisteners; i++) {
 		evconnlistener_free(w->listeners[i].l);
@@ -272,6 +318,8 @@ out:
 		event_free(w->drain_timer);
 	if (w->dkim_timer)
 		event_free(w->dkim_timer);
+	if (w->pressure_timer)
+		event_free(w->pressure_timer);
 	auth_cache_free(srv->auth_cache);
 	dksign_ctx_free(srv->dkim); /* the pools are stopped: no thread is signing */
 	allownets_clear(srv);

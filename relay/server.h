@@ -22,6 +22,7 @@ struct auth_cache;
 struct connlimit;
 struct smtpd_registry;
 struct dksign_ctx;
+struct deliver;
 
 /* An allowed client network, as loaded from Redis (owned strings). */
 struct server_allownet {
@@ -53,6 +54,8 @@ struct server {
 	struct server_allownet *nets;
 	size_t nnets;
 	bool nets_loaded;
+	struct deliver *deliver; /* NULL when this process does not deliver */
+	bool queue_full; /* back-pressure: Redis memory or queue size past its limit (452 4.3.1) */
 	bool stopping;
 };
 

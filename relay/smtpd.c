@@ -22,6 +22,7 @@
  * user (Redis counters, growing delays, then 421).
  */
 #include "relay/smtpd.h"
+#include "relay/deliver.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -161,6 +162,7 @@ struct smtpd_job {
 	struct server *srv;
 	struct buf in;                         /* message as received, moved from the session */
 	struct message_trace trace;            /* what the Received header says */
+	struct message_meta meta;              /* X-Campaign-ID, taken out of the message */
 	char from_domain[SMTP_DOMAIN_MAX + 1]; /* of the (first) From: address */
 	struct buf prepared;                   /* Received: etc. + the message */
 	struct buf out;                        /* DKIM-Signature fields + prepared */
@@ -837,6 +839,11 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *c)
 		reply(s, "553 5.7.1 Sender address domain not owned by user %s", s->user);
 		return;
 	}
+	if (s->srv->queue_full) { /* back-pressure: refuse before the client sends the data */
+		log_warn(s->id, "event=mail result=tempfail user=%s reason=queue_full", s->user);
+		reply(s, "452 4.3.1 Insufficient system storage, try again later");
+		return;
+	}
 	s->mail = m;
 	uint64_t q = log_id_new();
 	snprintf(s->qid, sizeof s->qid, "%016llx", (unsigned long long)q);
@@ -904,10 +911,17 @@ static void job_run(void *arg)
 {
 	struct smtpd_job *j = arg;
 	const struct config *cfg = j->srv->cfg;
-	const char *e = message_prepare(&j->trace, j->in.data, j->in.len, &j->prepared);
+	const char *e = message_prepare(&j->trace, j->in.data, j->in.len, &j->prepared, &j->meta);
 	if (e != NULL) {
 		snprintf(j->why, sizeof j->why, "%s", e);
 		j->refuse = "452 4.3.1 Insufficient system resources";
+		return;
+	}
+	if (j->meta.campaign_bad) {
+		snprintf(j->why, sizeof j->why, "bad X-Campaign-ID");
+		j->refuse =
+		    "550 5.6.0 X-Campaign-ID must appear once, with 1 to 128 printable ASCII "
+		    "characters and no spaces";
 		return;
 	}
 	buf_free(&j->in); /* no longer needed: keep one copy of the message at a time */
@@ -1012,6 +1026,7 @@ static void job_done(void *arg)
 	    .nrcpts = s->nrcpts,
 	    .smtputf8 = s->mail.smtputf8,
 	    .body_8bit = s->mail.body == SMTP_BODY_8BITMIME,
+	    .campaign = j->meta.campaign,
 	};
 	int rcode = queue_commit(s->srv->queue, &m, commit_done, s->handle, s->srv);
 	free(rc);
@@ -1034,6 +1049,7 @@ static void commit_done(enum queue_result res, uint64_t ref, void *arg)
 		log_info(s->id, "event=queued qid=%s user=%s rcpts=%zu size=%zu", s->qid, s->user,
 		         s->nrcpts, s->reader.size);
 		reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+		deliver_kick(srv->deliver);
 		break;
 	case QUEUE_FULL:
 		log_warn(s->id, "event=commit result=tempfail qid=%s reason=redis_full", s->qid);

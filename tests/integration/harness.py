@@ -422,6 +422,9 @@ class Postino:
             "listen_smtps": f"{HOST}:{self.smtps_port}",
             "workers": self.workers,
             "sign_threads": 2,
+            # no test may deliver anywhere but to its own sinks: delivery is on only where a
+            # test turns it on, with routes or a test DNS server
+            "delivery": "no",
         }
         if self.redis is not None:
             keys["redis"] = self.redis.address
@@ -1022,7 +1025,31 @@ def dns_query(port, name, qtype=DNS_TYPE_TXT, timeout=2.0):
     return rcode, texts
 
 
-class Dnsmasq:
+class LoggedProcess:
+    """A helper process started by a test, with its output in self.log_path: stop() ends it by
+    its pid (SIGTERM, bounded wait, SIGKILL) and closes the log; log_tail() reads the log."""
+
+    proc = None
+    log_file = None
+    log_path = None
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, 10.0)
+            self.proc = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Dnsmasq(LoggedProcess):
     """A dnsmasq on 127.0.0.1:<port> (UDP and TCP) serving the records it is given.
 
     txt: {name: value or [string, ...]}, or a list of (name, value or [strings]) pairs for
@@ -1083,29 +1110,101 @@ class Dnsmasq:
         wait_for(ready, timeout, what=f"dnsmasq on {self.address} to answer")
         return self
 
-    def stop(self):
-        if self.proc is not None:
-            stop_process(self.proc, 10.0)
-            self.proc = None
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
-
     def restart(self, txt=(), local=(), servers=None, extra=(), timeout=10.0):
         """Stops, writes the new records, starts again on the same port."""
         self.stop()
         self.set_records(txt, local, servers, extra)
         return self.start(timeout)
 
-    def log_tail(self, n=20):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
     def cleanup(self):
         try:
             self.stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- SMTP sink (remote MX)
+
+SMTPSINK_BIN = os.path.join(BUILD_DIR, "tools", "smtpsink")
+
+
+class Sink(LoggedProcess):
+    """tests/tools/smtpsink on host:port (port 0: a free one), saving every message it accepts
+    (--save) and keeping its tallies in a file (--stats). args: more smtpsink options
+    (["--rcpt-by-name"], ["--no-starttls"], ...). Stopped by its pid."""
+
+    def __init__(self, host=HOST, port=0, args=(), tls=False):
+        self.dir = tempfile.mkdtemp(prefix="pst-sink-")
+        self.save_dir = os.path.join(self.dir, "mail")
+        os.mkdir(self.save_dir)
+        self.stats_path = os.path.join(self.dir, "stats")
+        self.log_path = os.path.join(self.dir, "sink.log")
+        self.host = host
+        self.port = port
+        self.args = list(args)
+        self.tls = tls
+        self.proc = None
+        self.log_file = None
+
+    def start(self, timeout=10.0):
+        args = [SMTPSINK_BIN, "--listen", f"{self.host}:{self.port}", "--save", self.save_dir,
+                "--stats", self.stats_path] + self.args
+        if self.tls:
+            cert, key = self._tls_pair()
+            args += ["--tls-cert", cert, "--tls-key", key]
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log_file,
+                                     stderr=subprocess.STDOUT)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"smtpsink exited with {self.proc.returncode}: "
+                                     f"{self.log_tail()}")
+            m = re.search(r"smtpsink: listening=\S+:(\d+)", self.log_tail(50))
+            if m:
+                self.port = int(m.group(1))
+            return m is not None
+
+        wait_for(listening, timeout, what="smtpsink to listen")
+        return self
+
+    def _tls_pair(self):
+        cert = os.path.join(self.dir, "cert.pem")
+        key = os.path.join(self.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "2", "-subj", "/CN=sink.test", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=60)
+        return cert, key
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stats(self):
+        """The tallies as a dict of ints (messages, recipients, sessions, rejected, peak)."""
+        try:
+            with open(self.stats_path) as f:
+                line = f.read()
+        except OSError:
+            return {"messages": 0, "recipients": 0, "sessions": 0, "rejected": 0, "peak": 0}
+        return {k: int(float(v)) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+
+    def messages(self):
+        """[(envelope text, message bytes, arrival time)] in arrival order (file mtimes)."""
+        out = []
+        names = sorted(n for n in os.listdir(self.save_dir) if n.endswith(".eml"))
+        for n in names:
+            base = os.path.join(self.save_dir, n[:-4])
+            with open(base + ".eml", "rb") as f:
+                body = f.read()
+            with open(base + ".env") as f:
+                env = f.read()
+            out.append((env, body, os.stat(base + ".eml").st_mtime))
+        return out
+
+    def count(self):
+        return len([n for n in os.listdir(self.save_dir) if n.endswith(".eml")])

@@ -16,7 +16,8 @@
  * session_set_state), the DATA scanner, and the tallies: messages accepted, their recipients
  * and octets (after dot-unstuffing), the times of the first and last, connections, rejections.
  * On SIGTERM/SIGINT it prints
- *   smtpsink: messages=N recipients=N bytes=N first=T last=T sessions=N rejected=N
+ *   smtpsink: messages=N recipients=N bytes=N first=T last=T sessions=N rejected=N peak=N
+ * (peak: the most connections open at once)
  * (T: unix time with milliseconds, 0.000 before the first message) and exits 0. With --stats
  * FILE the same line replaces FILE atomically (write FILE.tmp, rename) after every accepted
  * message, at most every SINK_STATS_MS milliseconds and never later than that after the last
@@ -154,7 +155,7 @@ struct sink {
 	uint64_t nsessions; /* open now */
 	uint64_t next_id;
 	/* tallies */
-	uint64_t messages, recipients, bytes, rejected, sessions_total;
+	uint64_t messages, recipients, bytes, rejected, sessions_total, sessions_peak;
 	int64_t first_ms, last_ms;
 	/* --stats */
 	struct event *stats_timer;
@@ -272,9 +273,10 @@ static void stats_format(const struct sink *k, char *out, size_t len)
 	snprintf(out, len,
 	         "smtpsink: messages=%" PRIu64 " recipients=%" PRIu64 " bytes=%" PRIu64
 	         " first=%" PRId64 ".%03" PRId64 " last=%" PRId64 ".%03" PRId64 " sessions=%" PRIu64
-	         " rejected=%" PRIu64 "\n",
+	         " rejected=%" PRIu64 " peak=%" PRIu64 "\n",
 	         k->messages, k->recipients, k->bytes, k->first_ms / 1000, k->first_ms % 1000,
-	         k->last_ms / 1000, k->last_ms % 1000, k->sessions_total, k->rejected);
+	         k->last_ms / 1000, k->last_ms % 1000, k->sessions_total, k->rejected,
+	         k->sessions_peak);
 }
 
 /* Replaces --stats FILE with the current line (write FILE.tmp, then rename). */
@@ -1129,6 +1131,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	LIST_INSERT_HEAD(&k->sessions, s, entry);
 	k->nsessions++;
 	k->sessions_total++;
+	if (k->nsessions > k->sessions_peak)
+		k->sessions_peak = k->nsessions;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	session_callbacks_set(s);

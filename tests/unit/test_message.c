@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -30,7 +31,8 @@ static struct message_trace trace(void)
 static void expect_output(const struct message_trace *t, const char *in, const char *want)
 {
 	struct buf out = BUF_INIT;
-	const char *err = message_prepare(t, in, strlen(in), &out);
+	struct message_meta meta;
+	const char *err = message_prepare(t, in, strlen(in), &out, &meta);
 	if (err != NULL)
 		fail_msg("got error %s, want none", err);
 	if (out.len != strlen(want) || memcmp(out.data, want, out.len) != 0)
@@ -75,8 +77,9 @@ static void test_body_fields_ignored(void **state)
 	t.esmtp = false;
 	t.authenticated = false;
 	struct buf out = BUF_INIT;
+	struct message_meta meta;
 	const char *in = "From: a@b\r\n\r\nMessage-ID: <in@body>\r\nDate: x\r\n";
-	assert_null(message_prepare(&t, in, strlen(in), &out));
+	assert_null(message_prepare(&t, in, strlen(in), &out, &meta));
 	if (strstr(out.data, "with SMTP id") == NULL)
 		fail_msg("got %s, want \"with SMTP id\"", out.data);
 	if (strstr(out.data, "\r\nMessage-ID: <0123456789abcdef.") == NULL)
@@ -109,10 +112,65 @@ static void test_with_keywords(void **state)
 		if (cases[i].tls)
 			snprintf(t.tls, sizeof t.tls, "TLSv1.2 X");
 		struct buf out = BUF_INIT;
-		assert_null(message_prepare(&t, "From: a@b\r\n\r\n", 13, &out));
+		struct message_meta meta;
+		assert_null(message_prepare(&t, "From: a@b\r\n\r\n", 13, &out, &meta));
 		if (strstr(out.data, cases[i].want) == NULL) {
 			print_error("case %zu: got %.120s, want \"%s\"\n", i, out.data,
 			            cases[i].want);
+			failures++;
+		}
+		buf_free(&out);
+	}
+	assert_int_equal(failures, 0);
+}
+
+/* X-Campaign-ID is taken out of the stored message and its value checked. */
+static void test_campaign(void **state)
+{
+	static const struct {
+		const char *name, *header;
+		const char *campaign; /* NULL: refused */
+	} cases[] = {
+	    {"plain", "X-Campaign-ID: spring-sale\r\n", "spring-sale"},
+	    {"case of the name", "x-campaign-id:  q3.2026 \r\n", "q3.2026"},
+	    {"folded", "X-Campaign-ID:\r\n  abc\r\n", "abc"},
+	    {"none", "", ""},
+	    {"empty", "X-Campaign-ID: \r\n", NULL},
+	    {"inner space", "X-Campaign-ID: a b\r\n", NULL},
+	    {"8-bit", "X-Campaign-ID: caf\xc3\xa9\r\n", NULL},
+	    {"twice", "X-Campaign-ID: a\r\nX-Campaign-ID: b\r\n", NULL},
+	    {"129 octets",
+	     "X-Campaign-ID: "
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+	     NULL},
+	};
+	int failures = 0;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct message_trace t = trace();
+		char in[512];
+		snprintf(in, sizeof in, "From: a@b\r\n%sSubject: s\r\n\r\nX-Campaign-ID: body\r\n",
+		         cases[i].header);
+		struct buf out = BUF_INIT;
+		struct message_meta meta;
+		assert_null(message_prepare(&t, in, strlen(in), &out, &meta));
+		bool ok = cases[i].campaign == NULL
+		              ? meta.campaign_bad
+		              : !meta.campaign_bad && strcmp(meta.campaign, cases[i].campaign) == 0;
+		if (!ok) {
+			print_error("%s: got campaign \"%s\" bad=%d, want %s\n", cases[i].name,
+			            meta.campaign, meta.campaign_bad,
+			            cases[i].campaign ? cases[i].campaign : "refused");
+			failures++;
+		}
+		/* the field is gone from the header, the body's line stays */
+		char *body = strstr(out.data, "\r\n\r\n");
+		if (body == NULL ||
+		    strcasestr(out.data, "X-Campaign-ID:") != strstr(body, "X-Campaign-ID:") ||
+		    strstr(out.data, "Subject: s\r\n") == NULL) {
+			print_error("%s: got %s, want the header field removed\n", cases[i].name,
+			            out.data);
 			failures++;
 		}
 		buf_free(&out);
@@ -127,6 +185,7 @@ int main(void)
 	    cmocka_unit_test(test_keeps_present_fields),
 	    cmocka_unit_test(test_body_fields_ignored),
 	    cmocka_unit_test(test_with_keywords),
+	    cmocka_unit_test(test_campaign),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
