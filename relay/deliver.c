@@ -141,7 +141,11 @@ struct task {
 	bool idle;     /* polling an empty site */
 	int64_t idle_since_ms;
 	struct event *timer;
-	struct current cur;
+	struct current cur;  /* the message being routed or sent */
+	struct current next; /* leased ahead while cur is sent (next.have) */
+	bool lease_out;      /* a lease request is out (for cur when state is TASK_LEASING, else
+	                        ahead of time for next) */
+	bool end_wanted;     /* end once the lease request out has come back */
 	/* finding a host for cur */
 	const struct config_route *route;
 	struct mx_result mx;
@@ -340,6 +344,7 @@ static void dispatch(struct deliver *d);
 static void task_lease(struct task *t);
 static void task_route(struct task *t);
 static void task_send(struct task *t);
+static void task_lease_ahead(struct task *t);
 static void task_next_address(struct task *t);
 static void on_task_timer(evutil_socket_t fd, short what, void *arg);
 static void on_renew_timer(evutil_socket_t fd, short what, void *arg);
@@ -377,10 +382,24 @@ static struct task *task_new(struct deliver *d, const char *site, uint64_t slot)
 	return t;
 }
 
-/* Ends a task: QUITs its connection, gives its slot back and makes room for another. */
+static void task_return(struct task *t, struct current *c);
+
+/* Ends a task: gives back a message leased ahead, QUITs its connection, gives its slot back
+ * and makes room for another. With a lease request out, the end waits for its answer, so
+ * that a message it brings is given back too (not left to its lease's expiry). */
 static void task_end(struct task *t, const char *why)
 {
 	struct deliver *d = t->d;
+	if (t->next.have)
+		task_return(t, &t->next);
+	if (t->cur.have) /* leased and not (or not fully) tried: back to the queue */
+		task_return(t, &t->cur);
+	if (t->lease_out && !d->stopping) {
+		t->end_wanted = true;
+		t->state = TASK_LEASING;
+		task_conn_release(t, false);
+		return;
+	}
 	log_debug(0, "event=delivery_task_end site=%s sent=%u reason=%s", t->site, t->sent, why);
 	task_conn_release(t, false);
 	if (t->slot != 0)
@@ -391,6 +410,7 @@ static void task_end(struct task *t, const char *why)
 	event_free(t->timer);
 	event_free(t->renew_timer);
 	current_clear(&t->cur);
+	current_clear(&t->next);
 	free(t);
 	if (!d->stopping)
 		dispatch(d);
@@ -430,20 +450,8 @@ static void on_outcome(enum queue_result res, const struct queue_outcome_result 
 			         rec->id, rec->domain);
 		record_free(rec);
 	}
-	if (t == NULL)
-		return;
-	current_clear(&t->cur);
-	if (d->stopping || t->slot_lost || res != QUEUE_OK) {
-		task_end(t, d->stopping ? "stopping" : "redis");
-		return;
-	}
-	if (t->conn != NULL && !smtpc_can_send(t->conn->c))
-		task_conn_release(t, false);
-	if (t->conn == NULL && t->sent >= (unsigned)t->rule->messages_per_connection) {
-		task_end(t, "messages_per_connection");
-		return;
-	}
-	task_lease(t);
+	if (t != NULL && res != QUEUE_OK)
+		t->slot_lost = true; /* Redis is in trouble: finish, the dispatcher starts again */
 }
 
 static int record_send(struct record *rec)
@@ -462,10 +470,10 @@ static int record_send(struct record *rec)
 	return queue_delivery_outcome(d->q, &d->policy, &o, on_outcome, 0, rec);
 }
 
-/* A record of cur's outcome with every recipient's index filled in, their kinds and replies
- * left for the caller; NULL (and the task ended) when memory is short. */
-static struct record *task_record_new(struct task *t, const char *host, const char *tls,
-                                      int64_t down_ms)
+/* A record of c's outcome with every recipient's index filled in, their kinds and replies
+ * left for the caller; NULL when memory is short (c's lease then expires). */
+static struct record *record_new(struct task *t, const struct current *c, const char *host,
+                                 const char *tls, int64_t down_ms)
 {
 	struct record *rec = calloc(1, sizeof *rec);
 	if (rec != NULL) {
@@ -474,46 +482,74 @@ static struct record *task_record_new(struct task *t, const char *host, const ch
 	}
 	if (rec == NULL || rec->rcpts == NULL || rec->replies == NULL) {
 		record_free(rec);
-		task_end(t, "memory"); /* the lease expires and the entry is tried again */
 		return NULL;
 	}
 	rec->d = t->d;
 	rec->task = t->handle;
-	snprintf(rec->id, sizeof rec->id, "%s", t->cur.id);
-	snprintf(rec->domain, sizeof rec->domain, "%s", t->cur.domain);
-	rec->token = t->cur.token;
+	snprintf(rec->id, sizeof rec->id, "%s", c->id);
+	snprintf(rec->domain, sizeof rec->domain, "%s", c->domain);
+	rec->token = c->token;
 	snprintf(rec->host, sizeof rec->host, "%s", host);
 	snprintf(rec->tls, sizeof rec->tls, "%s", tls);
 	rec->down_ms = down_ms;
-	rec->nrcpts = t->cur.nrcpts;
-	for (size_t i = 0; i < t->cur.nrcpts; i++) {
-		rec->rcpts[i].index = t->cur.index[i];
+	rec->nrcpts = c->nrcpts;
+	for (size_t i = 0; i < c->nrcpts; i++) {
+		rec->rcpts[i].index = c->index[i];
 		rec->rcpts[i].reply = rec->replies[i];
 		rec->rcpts[i].bounce_class = NULL; /* the bounce classifier's hook */
 	}
 	return rec;
 }
 
-/* Records cur's outcome and releases the lease; the task goes on once it is recorded. */
-static void task_record(struct task *t, struct record *rec)
+/* Sends rec (the outcome of a leased entry, which releases its lease); when Redis is not
+ * there, keeps it to send again. The task does not wait for the answer. */
+static void record_post(struct deliver *d, struct record *rec)
 {
-	struct deliver *d = t->d;
-	t->state = TASK_RECORDING;
-	if (record_send(rec) == -1) { /* not connected: keep it for later */
+	if (rec == NULL)
+		return; /* out of memory: the lease expires and the entry is tried again */
+	if (record_send(rec) == -1) {
 		rec->task = 0;
 		rec->next = d->unrecorded;
 		d->unrecorded = rec;
-		task_end(t, "redis");
 	}
+}
+
+static void task_continue(struct task *t);
+
+/* Records cur's outcome, then goes on with the next message. */
+static void task_record(struct task *t, struct record *rec)
+{
+	record_post(t->d, rec);
+	current_clear(&t->cur);
+	task_continue(t);
+}
+
+/* Gives back a message leased but not tried: due again at once, no attempt counted (a site
+ * down mark of 1 ms). */
+static void task_return(struct task *t, struct current *c)
+{
+	struct record *rec = record_new(t, c, "", "", 1);
+	if (rec != NULL) {
+		for (size_t i = 0; i < c->nrcpts; i++) {
+			rec->rcpts[i].kind = QUEUE_OUTCOME_SITE_DOWN;
+			snprintf(rec->replies[i], sizeof rec->replies[i],
+			         "451 4.3.2 Returned to the queue untried");
+		}
+		rec->task = 0;
+	}
+	record_post(t->d, rec);
+	current_clear(c);
 }
 
 /* The same outcome and reply for every recipient of cur. */
 static void task_record_all(struct task *t, enum queue_outcome_kind kind, const char *reply,
                             int64_t down_ms)
 {
-	struct record *rec = task_record_new(t, t->host_name, "", down_ms);
-	if (rec == NULL)
+	struct record *rec = record_new(t, &t->cur, t->host_name, "", down_ms);
+	if (rec == NULL) {
+		task_end(t, "memory");
 		return;
+	}
 	for (size_t i = 0; i < t->cur.nrcpts; i++) {
 		rec->rcpts[i].kind = kind;
 		snprintf(rec->replies[i], sizeof rec->replies[i], "%s", reply);
@@ -539,6 +575,7 @@ static void task_hosts_exhausted(struct task *t)
 		         t->last_failure[0] ? t->last_failure : "451 4.4.1 No host reachable");
 		log_warn(0, "event=site_down site=%s for_s=%d last=\"%s\"", t->site,
 		         d->cfg->site_down_time, reply);
+		t->slot_lost = true; /* no use going on: end after recording */
 		task_record_all(t, QUEUE_OUTCOME_SITE_DOWN, reply,
 		                (int64_t)d->cfg->site_down_time * 1000);
 		return;
@@ -605,9 +642,11 @@ static void on_result(const struct smtpc_result *r, uint64_t ref, void *arg)
 	for (char *p = host; *p != '\0'; p++)
 		if (*p == ' ')
 			*p = '_';
-	struct record *rec = task_record_new(t, host, tls, 0);
-	if (rec == NULL)
+	struct record *rec = record_new(t, &t->cur, host, tls, 0);
+	if (rec == NULL) {
+		task_end(t, "memory");
 		return;
+	}
 	for (size_t i = 0; i < t->cur.nrcpts; i++) {
 		if (i < r->nrcpts) {
 			rec->rcpts[i].kind = outcome_kind(r->rcpts[i].outcome);
@@ -646,6 +685,7 @@ static void task_send(struct task *t)
 	    .log_id = t->cur.id,
 	};
 	t->state = TASK_SENDING;
+	task_lease_ahead(t);
 	if (smtpc_send(t->conn->c, &m, on_result, 0, t->conn) == -1) {
 		/* an address the client refuses to send, or a connection that cannot take it */
 		if (smtpc_can_send(t->conn->c)) {
@@ -774,6 +814,17 @@ static void on_slot_renewed(enum queue_result res, bool ok, uint64_t ref, void *
 	}
 }
 
+/* Starts on cur: over the connection when it can take it, else through routing. */
+static void task_start_current(struct task *t)
+{
+	if (t->conn != NULL && smtpc_can_send(t->conn->c)) {
+		task_send(t);
+	} else {
+		task_conn_release(t, false);
+		task_route(t);
+	}
+}
+
 static void on_lease(enum queue_result res, const struct queue_delivery *dl, uint64_t ref,
                      void *arg)
 {
@@ -781,25 +832,37 @@ static void on_lease(enum queue_result res, const struct queue_delivery *dl, uin
 	struct task *t = task_find(d, ref);
 	if (t == NULL)
 		return; /* cannot happen while d lives: a lease here would expire and come back */
+	t->lease_out = false;
+	bool waiting = t->state == TASK_LEASING; /* else this was a lease ahead, for next */
+	if (res == QUEUE_OK && dl->status == QUEUE_LEASE_OK) {
+		struct current *c = waiting ? &t->cur : &t->next;
+		if (current_copy(c, dl) == -1) {
+			current_clear(c); /* the lease expires and the entry comes back */
+			task_end(t, "memory");
+			return;
+		}
+		if (t->end_wanted) {
+			task_end(t, "stopping");
+			return;
+		}
+		t->idle = false;
+		if (waiting)
+			task_start_current(t);
+		return;
+	}
+	if (t->end_wanted) {
+		task_end(t, "stopping");
+		return;
+	}
+	if (!waiting)
+		return; /* nothing ahead: the task asks again when cur is done */
 	if (res != QUEUE_OK) {
 		task_end(t, "redis");
 		return;
 	}
 	switch (dl->status) {
 	case QUEUE_LEASE_OK:
-		t->idle = false;
-		if (current_copy(&t->cur, dl) == -1) {
-			current_clear(&t->cur);
-			task_end(t, "memory"); /* the lease expires and the entry comes back */
-			return;
-		}
-		if (t->conn != NULL && smtpc_can_send(t->conn->c)) {
-			task_send(t);
-		} else {
-			task_conn_release(t, false);
-			task_route(t);
-		}
-		return;
+		break;
 	case QUEUE_LEASE_EMPTY:
 		if (t->conn == NULL || d->stopping) {
 			task_end(t, "empty");
@@ -827,18 +890,63 @@ static void on_lease(enum queue_result res, const struct queue_delivery *dl, uin
 	}
 }
 
+static int lease_request(struct task *t)
+{
+	struct deliver *d = t->d;
+	struct queue_rate rate = {t->rule->rate.count, t->rule->rate.period_ms, t->rule->burst};
+	if (queue_delivery_lease(d->q, &d->policy, t->site, d->worker_name,
+	                         rate.count > 0 ? &rate : NULL, on_lease, t->handle, d) == -1)
+		return -1;
+	t->lease_out = true;
+	return 0;
+}
+
+/* Leases cur, or waits for the lease already out. */
 static void task_lease(struct task *t)
 {
 	struct deliver *d = t->d;
-	if (d->stopping) {
-		task_end(t, "stopping");
+	if (d->stopping || t->slot_lost) {
+		task_end(t, d->stopping ? "stopping" : "slot");
 		return;
 	}
-	struct queue_rate rate = {t->rule->rate.count, t->rule->rate.period_ms, t->rule->burst};
 	t->state = TASK_LEASING;
-	if (queue_delivery_lease(d->q, &d->policy, t->site, d->worker_name,
-	                         rate.count > 0 ? &rate : NULL, on_lease, t->handle, d) == -1)
+	if (!t->lease_out && lease_request(t) == -1)
 		task_end(t, "redis");
+}
+
+/* Leases the message after cur while cur is sent, so that the connection never waits for
+ * Redis between two messages: when the connection can carry one more and the site's rate
+ * does not make leases wait. */
+static void task_lease_ahead(struct task *t)
+{
+	struct deliver *d = t->d;
+	if (t->lease_out || t->next.have || d->stopping || t->slot_lost || t->idle ||
+	    t->rule->rate.count > 0 || t->sent + 2 > (unsigned)t->rule->messages_per_connection)
+		return;
+	lease_request(t); /* -1: nothing ahead; the task leases when cur is done */
+}
+
+/* cur is done (recorded): the next message, leased ahead or now. */
+static void task_continue(struct task *t)
+{
+	struct deliver *d = t->d;
+	if (d->stopping || t->slot_lost) {
+		task_end(t, d->stopping ? "stopping" : "slot");
+		return;
+	}
+	if (t->conn != NULL && !smtpc_can_send(t->conn->c))
+		task_conn_release(t, false);
+	if (t->conn == NULL && t->sent >= (unsigned)t->rule->messages_per_connection) {
+		task_end(t, "messages_per_connection");
+		return;
+	}
+	if (t->next.have) {
+		t->cur = t->next;
+		memset(&t->next, 0, sizeof t->next);
+		task_start_current(t);
+		return;
+	}
+	task_lease(t);
 }
 
 static void on_task_timer(evutil_socket_t fd, short what, void *arg)
