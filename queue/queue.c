@@ -79,6 +79,7 @@ enum script_id {
  * reached max_queued (> 0); an error before any write otherwise. Large tables go out in
  * slices because unpack() is bounded by the Lua C stack. */
 static const char script_commit[] =
+    QUEUE_LUA_COUNT
     "local function flush(cmd, key, t)\n"
     "  local i = 1\n"
     "  while i <= #t do\n"
@@ -125,6 +126,12 @@ static const char script_commit[] =
     "redis.call('HINCRBY', KEYS[6], 'recipients_queued', n)\n"
     "redis.call('HINCRBY', KEYS[6], 'messages_received_total', 1)\n"
     "redis.call('HINCRBY', KEYS[6], 'recipients_received_total', n)\n"
+    "for i = 0, n - 1 do\n"
+    "  local addr = ARGV[14 + 2 * i]\n"
+    "  redis.call('XADD', 'pst:events', '*', 'type', 'received', 'time', now, 'id', id,\n"
+    "    'rcpt', addr, 'user', ARGV[3], 'campaign', ARGV[11], 'attempt', '0')\n"
+    "  count('received', ARGV[3], addr, ARGV[11], nil, tonumber(now))\n"
+    "end\n"
     "return 1\n";
 
 /* KEYS: user authfail_ip authfail_user. Returns {found, pw, domains, only_nets, ipfail,

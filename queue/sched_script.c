@@ -94,6 +94,8 @@ const char queue_script_sched[] =
     "  return d - math.floor(d * P.jitter / 100 * P.rand / 4294967296)\n"
     "end\n"
     "\n"
+    QUEUE_LUA_COUNT
+    "\n"
     "local function event(f)\n"
     "  if ev_max > 0 then\n"
     "    redis.call('XADD', 'pst:events', 'MAXLEN', '~', fmt(ev_max), '*', unpack(f))\n"
@@ -111,6 +113,7 @@ const char queue_script_sched[] =
     "    f[#f + 1] = class\n"
     "  end\n"
     "  event(f)\n"
+    "  count(ty, m.user, addr, m.campaign, class, now)\n"
     "end\n"
     "\n"
     "-- The message's fields the scheduler needs, or nil when it is gone.\n"

@@ -35,7 +35,8 @@ def events(redis):
 
 
 def events_for(redis, qid, rcpt=None):
-    return [e for e in events(redis) if e.get("id") == qid and
+    """The delivery events of a message (its "received" events left out)."""
+    return [e for e in events(redis) if e.get("id") == qid and e["type"] != "received" and
             (rcpt is None or e.get("rcpt") == rcpt)]
 
 
@@ -151,6 +152,22 @@ class RoutedDeliveryTest(DeliveryTestCase):
         self.assertEqual(by_rcpt["v@b.example"]["campaign"], "spring-2026")
         self.assertTrue(by_rcpt["x@a.example"]["reply"].startswith("250 "))
         self.assertEqual(by_rcpt["x@a.example"]["host"], HOST)
+        received = [e for e in events(self.redis) if e["type"] == "received"]
+        self.assertEqual(sorted(e["rcpt"] for e in received), sorted(by_rcpt),
+                         f"received events: {received}")
+        # counters: minute, hour and day buckets agree, by all, user, domain and campaign
+        for gran in ("m", "h", "d"):
+            got = {}
+            for key in self.redis.cmd("KEYS", f"pst:cnt:{gran}:*"):
+                self.assertGreater(self.redis.cmd("TTL", key), 0, f"{key} has no expiry")
+                for k, v in self.redis.hgetall(key.decode()).items():
+                    got[k] = got.get(k, 0) + int(v)
+            want = {"a|received": 5, "a|delivered": 5, f"u|delivered|{USER}": 5,
+                    "d|delivered|a.example": 2, "d|delivered|b.example": 2,
+                    "d|delivered|c.example": 1, "c|delivered|spring-2026": 1,
+                    "c|received|spring-2026": 1}
+            self.assertEqual({k: got.get(k) for k in want}, want,
+                             f"pst:cnt:{gran}:* counters: got {got}")
         self.assertQueueEmpty()
 
     def test_retry_schedule_bounce_and_expiry(self):
