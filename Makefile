@@ -94,7 +94,8 @@ bench: all
 FUZZ_SECONDS ?= 30
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_DEPS    := relay/buf.c relay/smtp_parse.c relay/header.c relay/data_reader.c relay/dns.c relay/smtp_reply.c
+FUZZ_DEPS    := relay/buf.c relay/smtp_parse.c relay/header.c relay/data_reader.c relay/dns.c \
+                relay/smtp_reply.c relay/codec.c relay/bounce.c relay/bounce_parse.c
 
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p build/fuzz

@@ -16,6 +16,8 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "relay/codec.h"
+
 /* scrypt N=2^14, r=8, p=1: 16 MiB and about 50 ms per check on one core. */
 #define SCRYPT_LOG_N     14
 #define SCRYPT_R         8
@@ -26,21 +28,6 @@
 #define AUTH_CACHE_SLOTS 1024
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
 
 long auth_base64_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
 {
@@ -59,7 +46,7 @@ long auth_base64_decode(const char *in, size_t len, unsigned char *out, size_t o
 			}
 			if (pad > 0) /* data after padding */
 				return -1;
-			v[j] = b64_value(c);
+			v[j] = codec_base64_digit((char)c);
 			if (v[j] < 0)
 				return -1;
 		}

@@ -117,6 +117,8 @@ static const struct config_key config_keys[] = {
     {"lease_timeout", CONFIG_TYPE_INT, F(lease_timeout), 10, 86400, "900"},
     {"max_queued_recipients", CONFIG_TYPE_INT, F(max_queued_recipients), 0, INT32_MAX, "0"},
     {"redis_memory_limit", CONFIG_TYPE_INT, F(redis_memory_limit), 1, 100, "90"},
+    {"bounce_rules", CONFIG_TYPE_STRING, F(bounce_rules), 1, 0, "bounce-rules.conf"},
+    {"bounce_rules_local", CONFIG_TYPE_STRING, F(bounce_rules_local), 0, 0, ""},
 };
 
 #undef F
@@ -650,6 +652,22 @@ static void range_text(const struct config_key *k, char *out, size_t outlen)
 		out[0] = '\0';
 }
 
+/* A relative path (not "") is taken from the config file's folder. */
+static int config_path_resolve(const struct config *cfg, char *path, size_t size)
+{
+	if (path[0] == '\0' || path[0] == '/')
+		return 0;
+	const char *slash = strrchr(cfg->file, '/');
+	if (slash == NULL)
+		return 0; /* the config file is in the current folder */
+	char out[PATH_MAX];
+	int n = snprintf(out, sizeof out, "%.*s/%s", (int)(slash - cfg->file), cfg->file, path);
+	if (n < 0 || (size_t)n >= size || (size_t)n >= sizeof out)
+		return -1;
+	memcpy(path, out, (size_t)n + 1);
+	return 0;
+}
+
 static int config_derive(struct config *cfg, char *err, size_t errlen)
 {
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -682,6 +700,12 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 			cfg->dkim_domain[--i] = '\0';
 		if (dot == NULL)
 			memcpy(cfg->dkim_domain + i, ".invalid", sizeof ".invalid");
+	}
+	if (config_path_resolve(cfg, cfg->bounce_rules, sizeof cfg->bounce_rules) == -1 ||
+	    config_path_resolve(cfg, cfg->bounce_rules_local, sizeof cfg->bounce_rules_local) ==
+	        -1) {
+		set_err(err, errlen, cfg->file, 0, "bounce_rules: path too long");
+		return -1;
 	}
 	if (cfg->outbound_ehlo[0] == '\0')
 		snprintf(cfg->outbound_ehlo, sizeof cfg->outbound_ehlo, "%s", cfg->hostname);

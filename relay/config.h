@@ -153,6 +153,10 @@ struct config {
 	int lease_timeout;
 	int max_queued_recipients;
 	int redis_memory_limit; /* percent of maxmemory; past it submission gets 452 4.3.1 */
+	/* bounce classification rules (relay/bounce.h): the shipped file and the user's own,
+	 * which come first; relative paths are taken from the config file's folder */
+	char bounce_rules[PATH_MAX];
+	char bounce_rules_local[PATH_MAX];
 	size_t nroutes;
 	struct config_route routes[CONFIG_ROUTES_MAX];
 	size_t nsites;

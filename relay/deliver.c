@@ -38,6 +38,7 @@
 #include <openssl/rand.h>
 
 #include "queue/queue.h"
+#include "relay/bounce.h"
 #include "relay/config.h"
 #include "relay/log.h"
 #include "relay/mx.h"
@@ -165,6 +166,7 @@ struct deliver {
 	struct event_base *base;
 	struct queue_conn *q;
 	struct resolver *resolver;
+	struct bounce_rules *rules; /* classify failures for the events (bounce_rules) */
 	SSL_CTX *tls;
 	struct queue_policy policy;
 	char worker_name[QUEUE_WORKER_MAX + 1];
@@ -501,12 +503,30 @@ static struct record *record_new(struct task *t, const struct current *c, const 
 	return rec;
 }
 
+/* The bounce class of a failure's reply (for the event; retries follow the reply code), or
+ * NULL for a delivery. */
+static const char *reply_class(const struct deliver *d, enum queue_outcome_kind kind,
+                               const char *reply)
+{
+	if (kind == QUEUE_OUTCOME_DELIVERED)
+		return NULL;
+	int code;
+	char enhanced[SMTP_ENHANCED_MAX + 1];
+	char text[DELIVER_REPLY_MAX];
+	size_t n = bounce_reply_split(reply, strlen(reply), &code, enhanced, text, sizeof text);
+	struct bounce_verdict v;
+	bounce_classify(d->rules, code, enhanced, text, n, &v);
+	return bounce_class_name(v.class);
+}
+
 /* Sends rec (the outcome of a leased entry, which releases its lease); when Redis is not
  * there, keeps it to send again. The task does not wait for the answer. */
 static void record_post(struct deliver *d, struct record *rec)
 {
 	if (rec == NULL)
 		return; /* out of memory: the lease expires and the entry is tried again */
+	for (size_t i = 0; i < rec->nrcpts; i++)
+		rec->rcpts[i].bounce_class = reply_class(d, rec->rcpts[i].kind, rec->replies[i]);
 	if (record_send(rec) == -1) {
 		rec->task = 0;
 		rec->next = d->unrecorded;
@@ -1427,6 +1447,16 @@ struct deliver *deliver_new(struct server *srv, char *err, size_t errlen)
 		deliver_free(d);
 		return NULL;
 	}
+	const char *paths[2];
+	size_t npaths = 0;
+	if (cfg->bounce_rules_local[0] != '\0')
+		paths[npaths++] = cfg->bounce_rules_local; /* the user's rules come first */
+	paths[npaths++] = cfg->bounce_rules;
+	d->rules = bounce_rules_load_list(paths, npaths, err, errlen);
+	if (d->rules == NULL) {
+		deliver_free(d);
+		return NULL;
+	}
 	d->tls = smtpc_tls_ctx_new(err, errlen);
 	d->promote_timer = evtimer_new(d->base, on_promote_timer, d);
 	d->resolve_timer = evtimer_new(d->base, on_resolve_timer, d);
@@ -1516,6 +1546,7 @@ void deliver_free(struct deliver *d)
 	if (d->retry_timer)
 		event_free(d->retry_timer);
 	SSL_CTX_free(d->tls);
+	bounce_rules_free(d->rules);
 	free(d->tasks);
 	free(d->gens);
 	free(d);

@@ -13,6 +13,7 @@
  *   postinoctl -c FILE queue stats
  *   postinoctl -c FILE dkim ...         (relay/ctl_dkim.c: keys, selectors, DNS records)
  *   postinoctl -c FILE domain check D   (relay/ctl_domain.c: DKIM, SPF, DMARC in DNS)
+ *   postinoctl -c FILE bounce parse [--json] FILE... | classify 'REPLY'  (relay/ctl_bounce.c)
  *
  * Exit codes: 0 done, 1 failed (message on stderr), 2 usage or configuration error.
  */
@@ -29,6 +30,7 @@
 #include "relay/auth.h"
 #include "relay/buf.h"
 #include "relay/config.h"
+#include "relay/ctl_bounce.h"
 #include "relay/ctl_dkim.h"
 #include "relay/ctl_domain.h"
 
@@ -48,6 +50,7 @@ static void usage(void)
 	                "  queue retry|hold|release|delete ID | --domain DOMAIN | --site SITE\n"
 	                "  queue stats\n");
 	ctl_dkim_usage(stderr);
+	ctl_bounce_usage(stderr);
 	ctl_domain_usage(stderr);
 }
 
@@ -368,6 +371,10 @@ int main(int argc, char **argv)
 		return ctl_dkim_main(&cfg, argc - i - 1, argv + i + 1);
 	if (strcmp(argv[i], "domain") == 0) /* DNS lookups and the key store: no Redis */
 		return ctl_domain_main(&cfg, argc - i - 1, argv + i + 1);
+	if (strcmp(argv[i], "bounce") == 0) { /* files and the rules only: no Redis */
+		int rc = ctl_bounce_main(cfg.bounce_rules, argc - i - 1, argv + i + 1);
+		return rc == 1 ? 2 : rc == 2 ? 1 : rc; /* postinoctl's codes: 2 usage, 1 failed */
+	}
 	int (*cmd)(struct queue_admin *, int, char **) = NULL;
 	if (strcmp(argv[i], "user") == 0)
 		cmd = cmd_user;

@@ -425,6 +425,7 @@ class Postino:
             # no test may deliver anywhere but to its own sinks: delivery is on only where a
             # test turns it on, with routes or a test DNS server
             "delivery": "no",
+            "bounce_rules": os.path.join(ROOT, "deploy", "bounce-rules.conf"),
         }
         if self.redis is not None:
             keys["redis"] = self.redis.address

@@ -187,6 +187,7 @@ class RoutedDeliveryTest(DeliveryTestCase):
                                  ("defer@r.example", "expired")}, f"events: {ev}")
         bounced = [e for e in ev if e["type"] == "bounced"][0]
         self.assertTrue(bounced["reply"].startswith("550 5.1.1"), f"bounce: {bounced}")
+        self.assertEqual(bounced.get("class"), "hard", f"bounce class: {bounced}")
         expired = [e for e in ev if e["type"] == "expired"][0]
         self.assertIn("4.4.7", expired["reply"])
         tries = [int(e["time"]) / 1000.0 for e in ev if e["rcpt"] == "defer@r.example"]

@@ -484,6 +484,7 @@ def write_config(path, data_dir, redis_sock, port, smtps_port, cleartext_auth, m
         f"max_connections_per_ip = {max_conn}",
         f"route * = {HOST}:{sink_port}",
         f"dkim_algorithms = {algorithms}",
+        f"bounce_rules = {os.path.join(ROOT, 'deploy', 'bounce-rules.conf')}",
     ]
     if cleartext_auth:
         lines.append("auth_cleartext_loopback = yes")

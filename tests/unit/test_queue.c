@@ -347,10 +347,23 @@ static void test_commit_schema(void **state)
 	int64_t after = wall_ms();
 	CHECK_TRUE("last latency > 0", queue_conn_last_latency_us(f->conn) > 0);
 
-	/* Exactly the schema's keys. */
+	/* Exactly the schema's keys: 6, the event stream and the minute, hour and day counters */
 	redisReply *keys = rq("KEYS pst:*");
-	CHECK_INT("number of pst:* keys", keys->elements, 6);
+	CHECK_INT("number of pst:* keys", keys->elements, 10);
 	freeReplyObject(keys);
+	redisReply *ev = rq("XLEN pst:events");
+	CHECK_INT("received events (one per recipient)", ev->integer, 3);
+	freeReplyObject(ev);
+	redisReply *cnt = rq("KEYS pst:cnt:*");
+	CHECK_INT("counter buckets", cnt->elements, 3);
+	for (size_t i = 0; i < cnt->elements; i++) {
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "HGET %s a|received", cnt->element[i]->str);
+		redisReply *v = rq(cmd);
+		CHECK_STR("a|received in each bucket", v->str ? v->str : "(nil)", "3");
+		freeReplyObject(v);
+	}
+	freeReplyObject(cnt);
 
 	redisReply *h = rq("HGETALL pst:msg:0123456789abcdef");
 	CHECK_INT("pst:msg fields", h->elements / 2, 10);
