@@ -35,6 +35,10 @@ TEST_LDLIBS := $(LDLIBS) $(shell pkg-config --libs cmocka)
 MAINS    := relay/main.c relay/postinoctl.c
 LIB_SRC  := $(filter-out $(MAINS),$(wildcard relay/*.c dkim/*.c queue/*.c stats/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The dashboard (stats/dashboard/*) compiled into the library by stats/dashboard_embed.sh.
+DASHBOARD_SRC := $(wildcard stats/dashboard/*)
+DASHBOARD_C   := $(BUILD)/gen/stats/dashboard_assets.c
+LIB_OBJ       += $(DASHBOARD_C:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # Shared test fixtures (tests/unit/lib_*.c), linked into every unit test binary.
 TESTLIB_SRC := $(wildcard tests/unit/lib_*.c)
@@ -53,6 +57,13 @@ all: $(BUILD)/postino $(BUILD)/postinoctl $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(DASHBOARD_C): stats/dashboard_embed.sh $(DASHBOARD_SRC)
+	@mkdir -p $(dir $@)
+	sh stats/dashboard_embed.sh stats/dashboard > $@.tmp && mv $@.tmp $@
+
+$(DASHBOARD_C:.c=.o): $(DASHBOARD_C)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libpostino.a: $(LIB_OBJ)
@@ -95,7 +106,8 @@ FUZZ_SECONDS ?= 30
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_DEPS    := relay/buf.c relay/smtp_parse.c relay/header.c relay/data_reader.c relay/dns.c \
-                relay/smtp_reply.c relay/codec.c relay/bounce.c relay/bounce_parse.c
+                relay/smtp_reply.c relay/codec.c relay/bounce.c relay/bounce_parse.c \
+                relay/num.c stats/request.c stats/json.c stats/rfc3339.c
 
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p build/fuzz

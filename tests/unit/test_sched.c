@@ -798,9 +798,17 @@ static void test_resolve_fail(void **state)
 	CHECK_INT("pst:resolve empty", rq_int("ZCARD pst:resolve"), 0);
 }
 
+/* Events written by the scheduler: the commit's "received" events are left out. */
 static long long xlen_events(void)
 {
-	return rq_int("XLEN pst:events");
+	redisReply *r = rq("XRANGE pst:events - +");
+	long long n = 0;
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const char *type = hash_field(r->element[i]->element[1], "type");
+		n += type == NULL || strcmp(type, "received") != 0;
+	}
+	freeReplyObject(r);
+	return n;
 }
 
 /* The last event's field, into buf. */
@@ -884,7 +892,7 @@ static void test_lease_delivered_removes_body(void **state)
 	for (size_t i = 0; i < keys->elements; i++) {
 		const char *k = keys->element[i]->str;
 		bool shared = strcmp(k, "pst:stat") == 0 || strcmp(k, "pst:events") == 0 ||
-		              strcmp(k, "pst:lease:seq") == 0 ||
+		              strcmp(k, "pst:lease:seq") == 0 || strncmp(k, "pst:cnt:", 8) == 0 ||
 		              strncmp(k, "pst:site:of:", 12) == 0;
 		if (!shared)
 			fail_msg("key left after the last recipient: got %s, want none", k);
