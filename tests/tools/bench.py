@@ -778,7 +778,7 @@ def print_table(args, results):
 
 def main():
     ap = argparse.ArgumentParser(description="Postino submission benchmark (make bench)")
-    ap.add_argument("--count", type=int, default=5000, help="messages (default 5000)")
+    ap.add_argument("--count", type=int, default=20000, help="messages (default 20000)")
     ap.add_argument("--size", type=int, default=5120, help="octets per message (default 5120)")
     ap.add_argument("--concurrency", type=int, default=20, help="sessions (default 20)")
     ap.add_argument("--per-session", type=int, default=50,
