@@ -1064,6 +1064,71 @@ static void test_resolver_table(void **state)
 	failures_check();
 }
 
+/* With the cache on, a second query for a name answered OK, NODATA or NXDOMAIN is answered
+ * from the cache (the fake sees one query), later and through the callback like any answer;
+ * a SERVFAIL is asked again; names differing in case share an entry. */
+static void test_resolver_cache(void **state)
+{
+	static const struct {
+		const char *name;
+		enum resolver_status status;
+		int queries; /* the fake sees this many over the two lookups */
+	} cases[] = {
+	    {"ok.example", RESOLVER_OK, 1},
+	    {"nxdomain.example", RESOLVER_NXDOMAIN, 1},
+	    {"nodata.example", RESOLVER_NODATA, 1},
+	    {"servfail.example", RESOLVER_SERVFAIL, 2},
+	};
+	struct event_base *base = event_base_new();
+	assert_non_null(base);
+	struct fake f;
+	fake_start(&f, base);
+	char server[64], err[256];
+	snprintf(server, sizeof server, "127.0.0.1:%u", f.port);
+	struct resolver *r = resolver_new(base, server, 150, 2, err, sizeof err);
+	assert_non_null(r);
+	assert_int_equal(resolver_cache_enable(r, 100), 0);
+	assert_int_equal(resolver_cache_enable(r, 100), -1); /* once */
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		f.nseen = 0;
+		for (int round = 0; round < 2; round++) {
+			char name[64];
+			snprintf(name, sizeof name, "%s", cases[i].name);
+			if (round == 1 &&
+			    cases[i].queries == 1) /* "Ok.example": the same entry
+			                              (the fake answers by exact label) */
+				name[0] = (char)(name[0] - 32);
+			struct outcome o = {.in_query = true};
+			assert_int_equal(resolver_query(r, name, DNS_TYPE_TXT, on_done, 5, &o), 0);
+			o.in_query = false;
+			wait_outcome(base, &o);
+			expect_str(cases[i].name, "status", resolver_status_name(o.status),
+			           resolver_status_name(cases[i].status));
+			if (round == 1 && cases[i].queries == 1 &&
+			    strstr(o.detail, "cached") == NULL) {
+				print_error("%s: detail got \"%s\", want a cached answer\n",
+				            cases[i].name, o.detail);
+				failures++;
+			}
+			if (round == 1 && cases[i].status == RESOLVER_OK)
+				expect_str(cases[i].name, "cached txt", o.txt, "hello");
+		}
+		if ((int)f.nseen != cases[i].queries) {
+			print_error("%s: queries got %zu, want %d\n", cases[i].name, f.nseen,
+			            cases[i].queries);
+			failures++;
+		}
+	}
+	if (resolver_cache_count(r) != 3) {
+		print_error("cache entries got %zu, want 3\n", resolver_cache_count(r));
+		failures++;
+	}
+	resolver_free(r);
+	fake_stop(&f);
+	event_base_free(base);
+	failures_check();
+}
+
 static void test_resolver_refused_port(void **state)
 {
 	/* a UDP port with nothing bound: ICMP port unreachable, seen on the connected socket */
@@ -1187,8 +1252,8 @@ int main(void)
 	    cmocka_unit_test(test_parse_table),           cmocka_unit_test(test_parse_many_answers),
 	    cmocka_unit_test(test_parse_prefixes),        cmocka_unit_test(test_build_table),
 	    cmocka_unit_test(test_build_limits),          cmocka_unit_test(test_resolver_table),
-	    cmocka_unit_test(test_resolver_refused_port), cmocka_unit_test(test_resolver_contract),
-	    cmocka_unit_test(test_server_parse),
+	    cmocka_unit_test(test_resolver_refused_port), cmocka_unit_test(test_resolver_cache),
+	    cmocka_unit_test(test_resolver_contract),     cmocka_unit_test(test_server_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
