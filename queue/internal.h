@@ -24,19 +24,19 @@ void queue_error_set(char *err, size_t errlen, const char *fmt, ...)
  * and day buckets of ms, each by all ("a|TYPE"), user ("u|TYPE|USER"), recipient domain
  * ("d|TYPE|DOMAIN") and campaign ("c|TYPE|CAMPAIGN"), and "a|TYPE_CLASS" when a class is
  * given; a bucket expires after its retention (2 days, 90 days, 2 years). */
-#define QUEUE_LUA_COUNT                                                                        \
-	"local CNT = {{'m', 60, 172800}, {'h', 3600, 7776000}, {'d', 86400, 63072000}}\n"      \
-	"local function count(ty, user, addr, campaign, class, ms)\n"                           \
-	"  local dom = string.lower(string.match(addr, '@([^@]*)$') or '')\n"                  \
-	"  local sec = math.floor(ms / 1000)\n"                                                 \
-	"  for _, g in ipairs(CNT) do\n"                                                        \
-	"    local key = 'pst:cnt:' .. g[1] .. ':' .. string.format('%d', sec - sec % g[2])\n" \
-	"    local f = {'a|' .. ty, 'u|' .. ty .. '|' .. user, 'd|' .. ty .. '|' .. dom}\n"     \
-	"    if campaign ~= '' then f[#f + 1] = 'c|' .. ty .. '|' .. campaign end\n"            \
-	"    if class ~= nil and class ~= '' then f[#f + 1] = 'a|' .. ty .. '_' .. class end\n" \
-	"    for _, x in ipairs(f) do redis.call('HINCRBY', key, x, 1) end\n"                   \
-	"    redis.call('EXPIRE', key, g[3], 'NX')\n"                                           \
-	"  end\n"                                                                               \
+#define QUEUE_LUA_COUNT                                                                            \
+	"local CNT = {{'m', 60, 172800}, {'h', 3600, 7776000}, {'d', 86400, 63072000}}\n"          \
+	"local function count(ty, user, addr, campaign, class, ms)\n"                              \
+	"  local dom = string.lower(string.match(addr, '@([^@]*)$') or '')\n"                      \
+	"  local sec = math.floor(ms / 1000)\n"                                                    \
+	"  for _, g in ipairs(CNT) do\n"                                                           \
+	"    local key = 'pst:cnt:' .. g[1] .. ':' .. string.format('%d', sec - sec % g[2])\n"     \
+	"    local f = {'a|' .. ty, 'u|' .. ty .. '|' .. user, 'd|' .. ty .. '|' .. dom}\n"        \
+	"    if campaign ~= '' then f[#f + 1] = 'c|' .. ty .. '|' .. campaign end\n"               \
+	"    if class ~= nil and class ~= '' then f[#f + 1] = 'a|' .. ty .. '_' .. class end\n"    \
+	"    for _, x in ipairs(f) do redis.call('HINCRBY', key, x, 1) end\n"                      \
+	"    redis.call('EXPIRE', key, g[3], 'NX')\n"                                              \
+	"  end\n"                                                                                  \
 	"end\n"
 
 /* The scheduling script (sched_script.c): ARGV[1] names the operation, no KEYS. Loaded by

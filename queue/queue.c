@@ -78,8 +78,7 @@ enum script_id {
  * n pairs address domain. Returns 1; 0 when the id exists; 2 when recipients_queued has
  * reached max_queued (> 0); an error before any write otherwise. Large tables go out in
  * slices because unpack() is bounded by the Lua C stack. */
-static const char script_commit[] =
-    QUEUE_LUA_COUNT
+static const char script_commit[] = QUEUE_LUA_COUNT
     "local function flush(cmd, key, t)\n"
     "  local i = 1\n"
     "  while i <= #t do\n"
