@@ -96,8 +96,7 @@ static int out_printf(FILE *out, const char *fmt, ...)
 	return n < 0 ? -1 : 0;
 }
 
-/* Runs one command. Returns the reply (caller frees), or NULL with err set on an I/O error,
- * a timeout or an error reply (whose text goes into err). */
+/* Contract in internal.h (queue_admin_call). */
 static redisReply *admin_call(struct queue_admin *a, int argc, const char **argv,
                               const size_t *lens, char *err, size_t errlen)
 {
@@ -239,6 +238,12 @@ struct redisContext *queue_admin_context(struct queue_admin *a)
 	return a->ctx;
 }
 
+redisReply *queue_admin_call(struct queue_admin *a, int argc, const char **argv, const size_t *lens,
+                             char *err, size_t errlen)
+{
+	return admin_call(a, argc, argv, lens, err, errlen);
+}
+
 void queue_admin_free(struct queue_admin *a)
 {
 	if (a == NULL)
@@ -313,7 +318,8 @@ int queue_admin_check_durable(struct queue_admin *a, char *err, size_t errlen)
 
 /* ---- users ---- */
 
-static bool user_name_valid(const char *name)
+/* Contract in internal.h. */
+bool queue_user_name_valid(const char *name)
 {
 	size_t len = name != NULL ? strlen(name) : 0;
 	if (len == 0 || len > QUEUE_NAME_MAX)
@@ -447,7 +453,7 @@ static int admin_eval(struct queue_admin *a, const char *script, int nkeys, cons
 int queue_admin_user_put(struct queue_admin *a, const struct queue_user *u, bool create, char *err,
                          size_t errlen)
 {
-	if (u == NULL || !user_name_valid(u->name)) {
+	if (u == NULL || !queue_user_name_valid(u->name)) {
 		queue_error_set(err, errlen, "bad user name");
 		return -1;
 	}
@@ -478,7 +484,7 @@ out:
 int queue_admin_user_del(struct queue_admin *a, const char *name, char *err, size_t errlen)
 {
 	char kuser[QUEUE_NAME_MAX + 16], kfail[QUEUE_NAME_MAX + 32];
-	if (!user_name_valid(name)) {
+	if (!queue_user_name_valid(name)) {
 		queue_error_set(err, errlen, "no such user");
 		return -1;
 	}
@@ -494,7 +500,7 @@ int queue_admin_user_passwd(struct queue_admin *a, const char *name, const char 
                             size_t errlen)
 {
 	char kuser[QUEUE_NAME_MAX + 16];
-	if (!user_name_valid(name)) {
+	if (!queue_user_name_valid(name)) {
 		queue_error_set(err, errlen, "no such user");
 		return -1;
 	}

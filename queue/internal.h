@@ -39,6 +39,25 @@ void queue_error_set(char *err, size_t errlen, const char *fmt, ...)
 	"  end\n"                                                                                  \
 	"end\n"
 
+/* Lua shared by the commit and scheduling scripts: suppression entries (queue/README.md,
+ * Suppression). A value is "<created_ms> <expires_ms or 0> <class> <source> <reason>";
+ * supp_parse(v) makes it a table {created, expires, class, source, reason}, nil when v is nil
+ * or malformed; supp_live(v, now) is that table when the entry applies at now (no expiry, or
+ * one still ahead), else nil. */
+#define QUEUE_LUA_SUPP                                                                             \
+	"local function supp_parse(v)\n"                                                           \
+	"  if not v then return nil end\n"                                                         \
+	"  local c, x, cl, src, why = string.match(v, '^(%d+) (%d+) (%S+) (%S+) ?(.*)$')\n"        \
+	"  if not c then return nil end\n"                                                         \
+	"  return {created = tonumber(c), expires = tonumber(x), class = cl, source = src,\n"      \
+	"    reason = why}\n"                                                                      \
+	"end\n"                                                                                    \
+	"local function supp_live(v, now)\n"                                                       \
+	"  local e = supp_parse(v)\n"                                                              \
+	"  if e and (e.expires == 0 or e.expires > now) then return e end\n"                       \
+	"  return nil\n"                                                                           \
+	"end\n"
+
 /* The scheduling script (sched_script.c): ARGV[1] names the operation, no KEYS. Loaded by
  * every async connection; run with EVAL/EVALSHA by the admin side. */
 extern const char queue_script_sched[];
@@ -68,6 +87,10 @@ void queue_request_discard(struct queue_request *r);
  * (it separates the parts of ready-queue keys). */
 bool queue_site_valid(const char *site);
 
+/* True for NULL, "", or 1..max bytes of 0x21..0x7e (printable ASCII, no space): campaign
+ * ids, suppression sources. */
+bool queue_word_valid(const char *s, size_t max);
+
 /* A message id as queue/ writes it: exactly 16 lowercase hex digits. NULL is invalid. */
 bool queue_id_valid(const char *id);
 
@@ -81,7 +104,33 @@ bool queue_reply_ints(const struct redisReply *reply, int64_t *out, size_t n);
 /* v clamped to 0..UINT32_MAX, for counts a reply carries as int64_t. */
 unsigned queue_count_clamp(int64_t v);
 
+/* A user name as the admin side accepts it (admin.c): 1..QUEUE_NAME_MAX bytes of
+ * [A-Za-z0-9._@+-]. */
+bool queue_user_name_valid(const char *name);
+
 /* The blocking connection's hiredis context (admin.c), for sched_admin.c. */
 struct redisContext *queue_admin_context(struct queue_admin *a);
+/* Runs one command on the blocking connection (admin.c). Returns the reply (caller frees with
+ * freeReplyObject), or NULL with err set on an I/O error, a timeout or an error reply (whose
+ * text goes into err). */
+struct redisReply *queue_admin_call(struct queue_admin *a, int argc, const char **argv,
+                                    const size_t *lens, char *err, size_t errlen);
+
+/* The scheduling script on the blocking connection (sched_admin.c), for the admin commands
+ * of sched_admin.c and suppress.c: load it once per command, then run operations by SHA (a
+ * NOSCRIPT reply loads it again, once). */
+#define QUEUE_SHA_LEN 40 /* a script's SHA1, in hex */
+struct queue_sched_admin {
+	struct queue_admin *admin;
+	char sha[QUEUE_SHA_LEN + 1];
+	char events_max[24]; /* the default policy's events_max, as an argument */
+};
+/* Returns 0, or -1 with err. */
+int queue_sched_admin_load(struct queue_sched_admin *s, struct queue_admin *a, char *err,
+                           size_t errlen);
+/* Runs the operation args[0] with args[1..n-1] (C strings). Returns the reply (caller frees)
+ * or NULL with err (the script's error text, e.g. "no such message"). */
+struct redisReply *queue_sched_admin_run(struct queue_sched_admin *s, const char *const *args,
+                                         size_t n, char *err, size_t errlen);
 
 #endif

@@ -15,23 +15,29 @@
  *   pst:rcpt:<id>   hash   "<i>" (0-based recipient index) -> "<state> <attempts> <next_ms>
  *                          <address>"; the address is last and may hold spaces; state is one
  *                          of queued sending deferred delivered bounced expired suppressed
- *                          deleted; commit writes "queued 0 <now_ms> <address>"
+ *                          deleted; commit writes "queued 0 <now_ms> <address>", or
+ *                          "suppressed 0 0 <address>"
  *   pst:sched       zset   "<id>:<domain>" -> due time: one delivery entry per message and
  *                          recipient domain (split at the first ':', the id has none);
  *                          commit adds them due now (Redis TIME)
  *   pst:msgs        zset   <id> -> received: listing, age of the oldest message
  *   pst:stat        hash   messages_queued, recipients_queued (current), and
- *                          messages_received_total, recipients_received_total
+ *                          messages_received_total, recipients_received_total,
+ *                          recipients_suppressed_total
  *   pst:user:<name> hash   pw, domains, allow_nets, only_nets (space-separated), created (ms)
  *   pst:users       set    user names
  *   pst:allownets   hash   cidr -> user name (kept in step with allow_nets by admin.c)
  *   pst:authfail:ip:<ip>, pst:authfail:user:<name>
  *                   string AUTH failure counters, EXPIRE window after the last failure
+ *   pst:supp:<user> hash   the user's suppression list: lowercased address or "*@<domain>"
+ *                          -> "<created> <expires or 0> <class> <source> <reason>"; commit
+ *                          makes a recipient on it "suppressed" (suppress.c, README)
  *   scheduling keys (ready lists, leases, limits, events): see queue/README.md
  *
  * Commit is one script: it checks that none of msg/body/rcpt exists and that the shared keys
- * have their types, then writes. Redis runs a script atomically, and an OOM refusal comes on
- * the first write, before anything was written, so a commit writes all or nothing.
+ * have their types, reads the user's suppression entries, then writes. Redis runs a script
+ * atomically, and an OOM refusal comes on the first write, before anything was written, so a commit
+ * writes all or nothing.
  *
  * Lifetimes: a request is owned by hiredis (its privdata) from the send until hiredis calls
  * its callback, which frees it; the request answers its caller exactly once, either from that
@@ -73,12 +79,14 @@ enum script_id {
 	SCRIPT_COUNT,
 };
 
-/* KEYS: msg body rcpt sched msgs stat.
+/* KEYS: msg body rcpt sched msgs stat supp (the user's suppression list).
  * ARGV: id sender user client helo received size utf8 8bit body campaign max_queued n, then
  * n pairs address domain. Returns 1; 0 when the id exists; 2 when recipients_queued has
- * reached max_queued (> 0); an error before any write otherwise. Large tables go out in
- * slices because unpack() is bounded by the Lua C stack. */
-static const char script_commit[] = QUEUE_LUA_COUNT
+ * reached max_queued (> 0); an error before any write otherwise. Recipients on the list are
+ * final at once ("suppressed", with an event, no entry); when all are, only the totals, the
+ * events and the counters are written. Large tables go out in slices because unpack() is
+ * bounded by the Lua C stack. */
+static const char script_commit[] = QUEUE_LUA_COUNT QUEUE_LUA_SUPP
     "local function flush(cmd, key, t)\n"
     "  local i = 1\n"
     "  while i <= #t do\n"
@@ -87,8 +95,26 @@ static const char script_commit[] = QUEUE_LUA_COUNT
     "    i = j + 1\n"
     "  end\n"
     "end\n"
+    "-- UTC \"YYYY-MM-DDTHH:MM:SSZ\" of unix ms (days to civil date, proleptic Gregorian)\n"
+    "local function iso(ms)\n"
+    "  local s = math.floor(ms / 1000)\n"
+    "  local days = math.floor(s / 86400)\n"
+    "  local sec = s - days * 86400\n"
+    "  local z = days + 719468\n"
+    "  local era = math.floor(z / 146097)\n"
+    "  local doe = z - era * 146097\n"
+    "  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) -\n"
+    "    math.floor(doe / 146096)) / 365)\n"
+    "  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\n"
+    "  local mp = math.floor((5 * doy + 2) / 153)\n"
+    "  local d = doy - math.floor((153 * mp + 2) / 5) + 1\n"
+    "  local m = mp < 10 and mp + 3 or mp - 9\n"
+    "  local y = yoe + era * 400 + (m <= 2 and 1 or 0)\n"
+    "  return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d, math.floor(sec / 3600),\n"
+    "    math.floor(sec % 3600 / 60), sec % 60)\n"
+    "end\n"
     "if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) ~= 0 then return 0 end\n"
-    "local want = {[4] = 'zset', [5] = 'zset', [6] = 'hash'}\n"
+    "local want = {[4] = 'zset', [5] = 'zset', [6] = 'hash', [7] = 'hash'}\n"
     "for k, ty in pairs(want) do\n"
     "  local got = redis.call('TYPE', KEYS[k])['ok']\n"
     "  if got ~= 'none' and got ~= ty then\n"
@@ -102,34 +128,80 @@ static const char script_commit[] = QUEUE_LUA_COUNT
     "local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))\n"
     "local id = ARGV[1]\n"
     "local n = tonumber(ARGV[13])\n"
+    "-- The list's entries of every address and domain, in one HMGET per 1000 fields.\n"
+    "local ask, asked, list = {}, {}, {}\n"
+    "for i = 0, n - 1 do\n"
+    "  local a, d = string.lower(ARGV[14 + 2 * i]), '*@' .. string.lower(ARGV[15 + 2 * i])\n"
+    "  for _, f in ipairs({a, d}) do\n"
+    "    if not asked[f] then\n"
+    "      asked[f] = true\n"
+    "      ask[#ask + 1] = f\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local i = 1\n"
+    "while i <= #ask do\n"
+    "  local j = math.min(i + 999, #ask)\n"
+    "  local got = redis.call('HMGET', KEYS[7], unpack(ask, i, j))\n"
+    "  for k = i, j do list[ask[k]] = got[k - i + 1] end\n"
+    "  i = j + 1\n"
+    "end\n"
+    "local nowms = tonumber(now)\n"
+    "local supp, open = {}, n\n"
+    "for i = 0, n - 1 do\n"
+    "  local e = supp_live(list[string.lower(ARGV[14 + 2 * i])], nowms) or\n"
+    "    supp_live(list['*@' .. string.lower(ARGV[15 + 2 * i])], nowms)\n"
+    "  if e then\n"
+    "    supp[i] = e\n"
+    "    open = open - 1\n"
+    "  end\n"
+    "end\n"
     "local rcpt, sched, seen = {}, {}, {}\n"
     "for i = 0, n - 1 do\n"
     "  local addr, dom = ARGV[14 + 2 * i], ARGV[15 + 2 * i]\n"
     "  rcpt[#rcpt + 1] = tostring(i)\n"
-    "  rcpt[#rcpt + 1] = 'queued 0 ' .. now .. ' ' .. addr\n"
-    "  if not seen[dom] then\n"
-    "    seen[dom] = true\n"
-    "    sched[#sched + 1] = now\n"
-    "    sched[#sched + 1] = id .. ':' .. dom\n"
+    "  if supp[i] then\n"
+    "    rcpt[#rcpt + 1] = 'suppressed 0 0 ' .. addr\n"
+    "  else\n"
+    "    rcpt[#rcpt + 1] = 'queued 0 ' .. now .. ' ' .. addr\n"
+    "    if not seen[dom] then\n"
+    "      seen[dom] = true\n"
+    "      sched[#sched + 1] = now\n"
+    "      sched[#sched + 1] = id .. ':' .. dom\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], 'sender', ARGV[2], 'user', ARGV[3], 'client', ARGV[4],\n"
-    "  'helo', ARGV[5], 'received', ARGV[6], 'size', ARGV[7], 'rcpts', n, 'open', n,\n"
-    "  'utf8', ARGV[8], '8bit', ARGV[9])\n"
-    "if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'campaign', ARGV[11]) end\n"
-    "redis.call('SET', KEYS[2], ARGV[10])\n"
-    "flush('HSET', KEYS[3], rcpt)\n"
-    "flush('ZADD', KEYS[4], sched)\n"
-    "redis.call('ZADD', KEYS[5], ARGV[6], id)\n"
-    "redis.call('HINCRBY', KEYS[6], 'messages_queued', 1)\n"
-    "redis.call('HINCRBY', KEYS[6], 'recipients_queued', n)\n"
+    "if open > 0 then\n"
+    "  redis.call('HSET', KEYS[1], 'sender', ARGV[2], 'user', ARGV[3], 'client', ARGV[4],\n"
+    "    'helo', ARGV[5], 'received', ARGV[6], 'size', ARGV[7], 'rcpts', n, 'open', open,\n"
+    "    'utf8', ARGV[8], '8bit', ARGV[9])\n"
+    "  if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'campaign', ARGV[11]) end\n"
+    "  redis.call('SET', KEYS[2], ARGV[10])\n"
+    "  flush('HSET', KEYS[3], rcpt)\n"
+    "  flush('ZADD', KEYS[4], sched)\n"
+    "  redis.call('ZADD', KEYS[5], ARGV[6], id)\n"
+    "end\n"
+    "-- by 0 when nothing is queued: the fields exist after the first commit, whatever it was\n"
+    "redis.call('HINCRBY', KEYS[6], 'messages_queued', open > 0 and 1 or 0)\n"
+    "redis.call('HINCRBY', KEYS[6], 'recipients_queued', open)\n"
     "redis.call('HINCRBY', KEYS[6], 'messages_received_total', 1)\n"
     "redis.call('HINCRBY', KEYS[6], 'recipients_received_total', n)\n"
+    "if open < n then\n"
+    "  redis.call('HINCRBY', KEYS[6], 'recipients_suppressed_total', n - open)\n"
+    "end\n"
     "for i = 0, n - 1 do\n"
     "  local addr = ARGV[14 + 2 * i]\n"
     "  redis.call('XADD', 'pst:events', '*', 'type', 'received', 'time', now, 'id', id,\n"
     "    'rcpt', addr, 'user', ARGV[3], 'campaign', ARGV[11], 'attempt', '0')\n"
-    "  count('received', ARGV[3], addr, ARGV[11], nil, tonumber(now))\n"
+    "  count('received', ARGV[3], addr, ARGV[11], nil, nowms)\n"
+    "  local e = supp[i]\n"
+    "  if e then\n"
+    "    redis.call('XADD', 'pst:events', '*', 'type', 'suppressed', 'time', now, 'id', id,\n"
+    "      'rcpt', addr, 'user', ARGV[3], 'campaign', ARGV[11], 'attempt', '0', 'host', '',\n"
+    "      'reply', '550 5.7.1 Recipient suppressed: ' .. e.class .. ' since ' ..\n"
+    "      iso(e.created), 'tls', '', 'class', e.class)\n"
+    "    count('suppressed', ARGV[3], addr, ARGV[11], e.class, nowms)\n"
+    "  end\n"
     "end\n"
     "return 1\n";
 
@@ -1021,14 +1093,15 @@ int queue_commit(struct queue_conn *c, const struct queue_message *m, queue_done
 		return -1;
 	r->cb.done = cb;
 	size_t est = m->body_len + 512 + m->nrcpts * 160;
-	if (buf_reserve(&r->cmd, est) == -1 || request_arg_str(r, "6") == -1 ||
+	if (buf_reserve(&r->cmd, est) == -1 || request_arg_str(r, "7") == -1 ||
 	    request_arg_key(r, "pst:msg:", m->id) == -1 ||
 	    request_arg_key(r, "pst:body:", m->id) == -1 ||
 	    request_arg_key(r, "pst:rcpt:", m->id) == -1 || request_arg_str(r, "pst:sched") == -1 ||
 	    request_arg_str(r, "pst:msgs") == -1 || request_arg_str(r, "pst:stat") == -1 ||
-	    request_arg_str(r, m->id) == -1 || request_arg_str(r, m->sender) == -1 ||
-	    request_arg_str(r, m->user) == -1 || request_arg_str(r, m->client_ip) == -1 ||
-	    request_arg_str(r, m->helo) == -1 || request_arg_i64(r, m->received_ms) == -1 ||
+	    request_arg_key(r, "pst:supp:", m->user) == -1 || request_arg_str(r, m->id) == -1 ||
+	    request_arg_str(r, m->sender) == -1 || request_arg_str(r, m->user) == -1 ||
+	    request_arg_str(r, m->client_ip) == -1 || request_arg_str(r, m->helo) == -1 ||
+	    request_arg_i64(r, m->received_ms) == -1 ||
 	    request_arg_i64(r, (int64_t)m->body_len) == -1 ||
 	    request_arg_str(r, m->smtputf8 ? "1" : "0") == -1 ||
 	    request_arg_str(r, m->body_8bit ? "1" : "0") == -1 ||

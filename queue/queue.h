@@ -100,11 +100,15 @@ struct queue_message {
 typedef void queue_done_fn(enum queue_result res, uint64_t ref, void *arg);
 
 /* Writes the message (body once, one state per recipient, one delivery entry per recipient
- * domain due now) in one atomic script. All strings are copied before this returns. Also
- * returns -1 (no callback) for a malformed message: id not 16 lowercase hex digits, a NULL
- * string, nrcpts 0, an empty recipient domain, or a campaign that queue_campaign_valid
- * refuses. "Due now" is Redis' clock (TIME). Answers QUEUE_FULL, writing nothing, while the
- * queue holds the maximum set by queue_conn_set_max_queued. */
+ * domain due now) in one atomic script. A recipient whose address or domain is on the user's
+ * suppression list is final at once instead: state "suppressed", no delivery entry, a
+ * "suppressed" event (reply "550 5.7.1 Recipient suppressed: <class> since <time>"); when
+ * every recipient is suppressed the message is still accepted (QUEUE_OK) and nothing of it is
+ * stored but its events and counters (queue/README.md, Suppression). All strings are copied before
+ * this returns. Also returns -1 (no callback) for a malformed message: id not 16 lowercase hex
+ * digits, a NULL string, nrcpts 0, an empty recipient domain, or a campaign that
+ * queue_campaign_valid refuses. "Due now" is Redis' clock (TIME). Answers QUEUE_FULL, writing
+ * nothing, while the queue holds the maximum set by queue_conn_set_max_queued. */
 int queue_commit(struct queue_conn *c, const struct queue_message *m, queue_done_fn *cb,
                  uint64_t ref, void *arg);
 
@@ -184,10 +188,20 @@ struct queue_policy {
 	unsigned jitter_percent;  /* 10: each delay is shortened by a random 0..10 % */
 	unsigned batch;           /* 500: entries one promote, site set or resolve fail moves */
 	int64_t events_max;       /* 1000000: pst:events is trimmed (~) to this; 0 = never */
+	/* Suppression by soft failures (queue/README.md, Suppression): an address whose
+	 * soft-class failures reach soft_limit within soft_window_ms of the first is added to
+	 * its user's list. Each message counts at most once per recipient, however often it is
+	 * retried. */
+	unsigned soft_limit;    /* 3; 0: soft failures never suppress */
+	int64_t soft_window_ms; /* 604800000 (7 days) */
 };
+/* The largest soft_limit and soft_window_ms queue_policy_valid accepts. */
+#define QUEUE_SOFT_LIMIT_MAX     1000
+#define QUEUE_SOFT_WINDOW_MAX_MS ((int64_t)366 * 24 * 3600 * 1000)
 void queue_policy_default(struct queue_policy *p);
 /* True when every field is in range: lease_ms, max_age_ms >= 1; 1 <= backoff_first_ms <=
- * backoff_max_ms; jitter_percent <= 100; 1 <= batch <= 100000; events_max >= 0. */
+ * backoff_max_ms; jitter_percent <= 100; 1 <= batch <= 100000; events_max >= 0;
+ * soft_limit <= QUEUE_SOFT_LIMIT_MAX; 1 <= soft_window_ms <= QUEUE_SOFT_WINDOW_MAX_MS. */
 bool queue_policy_valid(const struct queue_policy *p);
 
 /* Moves expired leases back to pst:sched (or to pst:dead after max_reclaims), then due
@@ -328,8 +342,10 @@ enum queue_outcome_kind {
 struct queue_rcpt_outcome {
 	unsigned index; /* queue_lease_rcpt.index */
 	enum queue_outcome_kind kind;
-	const char *reply;        /* the SMTP reply or the local reason; cut at QUEUE_REPLY_MAX */
-	const char *bounce_class; /* NULL, or the bounce classifier's class for the event */
+	const char *reply; /* the SMTP reply or the local reason; cut at QUEUE_REPLY_MAX */
+	/* NULL, or the bounce classifier's class: written into the event, and it decides
+	 * suppression (queue_delivery_outcome) */
+	const char *bounce_class;
 };
 
 struct queue_outcome {
@@ -351,8 +367,9 @@ enum queue_record {
 struct queue_outcome_result {
 	enum queue_record record;
 	unsigned delivered, bounced, deferred, expired;
-	bool message_done; /* every recipient final: body, message and recipients removed */
-	int64_t next_ms;   /* when deferred: the entry's next due time (Redis ms), else -1 */
+	unsigned suppressed; /* addresses this outcome added to the user's suppression list */
+	bool message_done;   /* every recipient final: body, message and recipients removed */
+	int64_t next_ms;     /* when deferred: the entry's next due time (Redis ms), else -1 */
 };
 typedef void queue_outcome_fn(enum queue_result res, const struct queue_outcome_result *r,
                               uint64_t ref, void *arg);
@@ -362,10 +379,63 @@ typedef void queue_outcome_fn(enum queue_result res, const struct queue_outcome_
  * after the backoff (the first delay, doubling, capped, with jitter, and never past the
  * maximum age, so the last attempt happens at it); a deferral at or after the maximum age
  * expires the recipient (4.4.7). Writes one pst:events record per recipient; when the last
- * recipient of the message is final, removes body, message and recipients. */
+ * recipient of the message is final, removes body, message and recipients.
+ * Suppression, by each recipient's bounce_class (DESIGN.md, Bounces): "hard" on a failure
+ * and "complaint" on a failure or deferral add the address to the message's user's list at
+ * once (source: the message id; reason: the reply's first QUEUE_SUPP_REASON_MAX bytes);
+ * "soft" on a failure, deferral or expiry, and "hard" on a deferral (a 4xx is never final
+ * proof), count towards the policy's soft_limit, once per message and recipient; "block",
+ * "ignore", no class, and SITE_DOWN never suppress. */
 int queue_delivery_outcome(struct queue_conn *c, const struct queue_policy *p,
                            const struct queue_outcome *o, queue_outcome_fn *cb, uint64_t ref,
                            void *arg);
+
+/* ---- suppression lists (suppress.c; keys and rules in queue/README.md, Suppression) ----
+ *
+ * Each user (tenant) has a list of addresses mail is not sent to: the commit script makes
+ * a recipient whose address, or whose domain as "*@domain", is on the message's user's list
+ * (and not expired) final at once, state "suppressed" (queue_commit). */
+
+#define QUEUE_SUPP_ADDRESS_MAX 256 /* an address or "*@domain" (RFC 5321 path: 256 octets) */
+#define QUEUE_SUPP_REASON_MAX  200 /* longer reasons are cut (the first 200 bytes are kept) */
+#define QUEUE_SUPP_SOURCE_MAX  64
+
+/* One entry of a user's list. Handed to a function, the strings stay the caller's (they are
+ * copied before it returns); in a struct queue_supp_list, they are the list's. */
+struct queue_suppression {
+	const char *address;    /* "local@domain", or "*@domain" for the whole domain */
+	const char *class_name; /* "hard", "soft", "complaint" or "manual" */
+	const char *reason;     /* NULL or text; control bytes become spaces; cut at the max */
+	/* NULL or "" for none (stored "-"); else a message id or 1..QUEUE_SUPP_SOURCE_MAX bytes
+	 * of 0x21..0x7e ("admin", "import") */
+	const char *source;
+	int64_t created_ms; /* when it was suppressed; 0: now (Redis' clock) */
+	int64_t expires_ms; /* 0: never; else the unix ms from which the entry no longer applies */
+};
+
+/* Pure. Writes the list's form of address into out: ASCII letters lowercased (the local part
+ * too: providers treat it without case), everything else as is. Accepts 3..
+ * QUEUE_SUPP_ADDRESS_MAX bytes: a non-empty local part ("*" for the whole domain) of bytes
+ * 0x20..0xff except 0x7f, the last '@', a non-empty domain of bytes 0x21..0xff except 0x7f.
+ * Returns 0, or -1 (out then holds "") when address is malformed or out is too small. */
+int queue_supp_address_normalize(const char *address, char *out, size_t outlen);
+/* Pure. True for "hard", "soft", "complaint" and "manual". */
+bool queue_supp_class_valid(const char *class_name);
+/* Pure. True for NULL or "" (none), or 1..QUEUE_SUPP_SOURCE_MAX bytes of 0x21..0x7e (a
+ * message id is one). */
+bool queue_supp_source_valid(const char *source);
+
+/* Adds s to user's list now (the bounce listener's complaints and asynchronous hard bounces),
+ * replacing an entry of the same address, and clears the address' soft-failure count. When
+ * s->class_name is "complaint" and s->source is a message id, also writes a "complained"
+ * event (and its counters) for that message and recipient s->address, with the message's
+ * campaign while the message is still queued; p gives events_max. cb may be NULL. Returns -1
+ * (no callback) for a user name that is empty or longer than QUEUE_NAME_MAX, or an entry that
+ * queue_supp_address_normalize, queue_supp_class_valid or the source rule refuses, or a
+ * negative time. */
+int queue_suppress_add(struct queue_conn *c, const struct queue_policy *p, const char *user,
+                       const struct queue_suppression *s, queue_done_fn *cb, uint64_t ref,
+                       void *arg);
 
 /* ---- shared limits (limits.c) ---- */
 
@@ -495,6 +565,38 @@ int queue_admin_delete(struct queue_admin *a, enum queue_select by, const char *
  *   <site> ready=<n> leased=<n> down=<seconds|-> held=<yes|no>
  * Returns 0/-1. */
 int queue_admin_stats(struct queue_admin *a, FILE *out, char *err, size_t errlen);
+
+/* postinoctl suppression add|import: writes n entries into user's list, replacing entries of
+ * the same address and clearing their soft-failure counts. Every entry is checked first (as
+ * queue_suppress_add does); one bad entry fails the call with err naming it ("entry 3: bad
+ * address") and nothing is written. Writes in atomic steps of QUEUE_SUPP_PUT_STEP entries:
+ * an error from Redis midway ("no such user" is found by the first step) leaves the earlier
+ * steps written, which a second run of the same import overwrites. Returns 0 or -1. */
+#define QUEUE_SUPP_PUT_STEP 1000
+int queue_admin_suppress_put(struct queue_admin *a, const char *user,
+                             const struct queue_suppression *entries, size_t n, char *err,
+                             size_t errlen);
+/* Removes address (normalized as queue_supp_address_normalize does) from user's list and its
+ * soft-failure count. *found says whether it was there. Returns 0, or -1 with err. */
+int queue_admin_suppress_del(struct queue_admin *a, const char *user, const char *address,
+                             bool *found, char *err, size_t errlen);
+
+/* A user's list, read by queue_admin_suppress_list. */
+struct queue_supp_list {
+	struct queue_suppression *entries; /* count entries, sorted by address */
+	size_t count;
+	char **storage; /* the entries' strings: owned, freed by queue_supp_list_free */
+};
+/* Reads user's list in steps (HSCAN, QUEUE_SUPP_PUT_STEP fields a step: Redis is never
+ * blocked for the whole list), sorted by address. Entries that have expired are left out and
+ * removed from Redis (each checked again when removed). The whole list is held in memory.
+ * Returns 0 with *out filled (free it with queue_supp_list_free), or -1 with err (*out then
+ * empty). A user without a list has an empty one. */
+int queue_admin_suppress_list(struct queue_admin *a, const char *user, struct queue_supp_list *out,
+                              char *err, size_t errlen);
+/* Frees what queue_admin_suppress_list filled in (an empty list is a no-op); l stays valid,
+ * empty. */
+void queue_supp_list_free(struct queue_supp_list *l);
 
 /* For tests and tools: fetches a queued message's body into a malloc'd buffer (caller frees).
  * Returns 0, or -1 with err ("no such message"). */

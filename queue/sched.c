@@ -34,26 +34,36 @@ void queue_policy_default(struct queue_policy *p)
 	p->jitter_percent = 10;
 	p->batch = 500;
 	p->events_max = 1000000;
+	p->soft_limit = 3;
+	p->soft_window_ms = (int64_t)7 * 24 * 3600 * 1000;
 }
 
 bool queue_policy_valid(const struct queue_policy *p)
 {
 	return p != NULL && p->lease_ms >= 1 && p->max_age_ms >= 1 && p->backoff_first_ms >= 1 &&
 	       p->backoff_first_ms <= p->backoff_max_ms && p->jitter_percent <= 100 &&
-	       p->batch >= 1 && p->batch <= 100000 && p->events_max >= 0;
+	       p->batch >= 1 && p->batch <= 100000 && p->events_max >= 0 &&
+	       p->soft_limit <= QUEUE_SOFT_LIMIT_MAX && p->soft_window_ms >= 1 &&
+	       p->soft_window_ms <= QUEUE_SOFT_WINDOW_MAX_MS;
+}
+
+/* Contract in internal.h. */
+bool queue_word_valid(const char *s, size_t max)
+{
+	if (s == NULL)
+		return true;
+	size_t len = strnlen(s, max + 1);
+	if (len > max)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+			return false;
+	return true;
 }
 
 bool queue_campaign_valid(const char *campaign)
 {
-	if (campaign == NULL)
-		return true;
-	size_t len = strnlen(campaign, QUEUE_CAMPAIGN_MAX + 1);
-	if (len > QUEUE_CAMPAIGN_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)campaign[i] < 0x21 || (unsigned char)campaign[i] > 0x7e)
-			return false;
-	return true;
+	return queue_word_valid(campaign, QUEUE_CAMPAIGN_MAX);
 }
 
 static bool host_char(char ch)
@@ -277,7 +287,8 @@ static uint32_t jitter_random(void)
 	return (uint32_t)ts.tv_nsec * 2654435761u;
 }
 
-/* The policy arguments the script's policy() reads: max_age first max jitter rand events. */
+/* The policy arguments the script's policy() reads: max_age first max jitter rand events
+ * soft_limit soft_window. */
 static int add_policy(struct queue_request *r, const struct queue_policy *p)
 {
 	if (queue_request_add_i64(r, p->max_age_ms) == -1 ||
@@ -285,7 +296,9 @@ static int add_policy(struct queue_request *r, const struct queue_policy *p)
 	    queue_request_add_i64(r, p->backoff_max_ms) == -1 ||
 	    queue_request_add_i64(r, p->jitter_percent) == -1 ||
 	    queue_request_add_i64(r, jitter_random()) == -1 ||
-	    queue_request_add_i64(r, p->events_max) == -1)
+	    queue_request_add_i64(r, p->events_max) == -1 ||
+	    queue_request_add_i64(r, p->soft_limit) == -1 ||
+	    queue_request_add_i64(r, p->soft_window_ms) == -1)
 		return -1;
 	return 0;
 }
@@ -689,15 +702,15 @@ static void outcome_done(enum queue_result res, const redisReply *reply, void *c
 	struct call *k = ctx;
 	struct queue_outcome_result out = {.record = QUEUE_RECORD_STALE, .next_ms = -1};
 	if (res == QUEUE_OK) {
-		int64_t v[6];
+		int64_t v[7];
 		bool ok = reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
 		          reply_is_str(reply->element[0]);
 		if (ok && reply_is(reply->element[0], "stale") && reply->elements == 1) {
 			out.record = QUEUE_RECORD_STALE;
 		} else if (ok && reply_is(reply->element[0], "gone") && reply->elements == 1) {
 			out.record = QUEUE_RECORD_GONE;
-		} else if (ok && reply_is(reply->element[0], "ok") && reply->elements == 7) {
-			for (size_t i = 0; ok && i < 6; i++)
+		} else if (ok && reply_is(reply->element[0], "ok") && reply->elements == 8) {
+			for (size_t i = 0; ok && i < 7; i++)
 				ok = queue_reply_int64(reply->element[i + 1], &v[i]);
 			if (ok) {
 				out.record = QUEUE_RECORD_OK;
@@ -707,6 +720,7 @@ static void outcome_done(enum queue_result res, const redisReply *reply, void *c
 				out.expired = queue_count_clamp(v[3]);
 				out.message_done = v[4] != 0;
 				out.next_ms = v[5];
+				out.suppressed = queue_count_clamp(v[6]);
 			}
 		} else {
 			ok = false;

@@ -17,44 +17,20 @@
 #include <hiredis/hiredis.h>
 
 #define SCAN_COUNT "1000"
-#define SHA_LEN    40
 
-/* The script's SHA on this connection, loaded once per command. */
-struct sched_admin {
-	struct queue_admin *admin;
-	char sha[SHA_LEN + 1];
-	char events_max[24];
-};
-
-static redisReply *command(struct queue_admin *a, int argc, const char **argv, const size_t *lens,
-                           char *err, size_t errlen)
-{
-	redisContext *ctx = queue_admin_context(a);
-	redisReply *r = redisCommandArgv(ctx, argc, argv, lens);
-	if (r == NULL) {
-		queue_error_set(err, errlen, "redis %s: %s", argv[0],
-		                ctx->errstr[0] != '\0' ? ctx->errstr : "no reply");
-		return NULL;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		queue_error_set(err, errlen, "%s", r->str);
-		freeReplyObject(r);
-		return NULL;
-	}
-	return r;
-}
-
-static int sched_load(struct sched_admin *s, struct queue_admin *a, char *err, size_t errlen)
+/* Contract in internal.h. */
+int queue_sched_admin_load(struct queue_sched_admin *s, struct queue_admin *a, char *err,
+                           size_t errlen)
 {
 	const char *argv[3] = {"SCRIPT", "LOAD", queue_script_sched};
 	size_t lens[3] = {6, 4, strlen(queue_script_sched)};
-	redisReply *r = command(a, 3, argv, lens, err, errlen);
+	redisReply *r = queue_admin_call(a, 3, argv, lens, err, errlen);
 	if (r == NULL)
 		return -1;
 	int rc = -1;
-	if (r->type == REDIS_REPLY_STRING && r->len == SHA_LEN) {
-		memcpy(s->sha, r->str, SHA_LEN);
-		s->sha[SHA_LEN] = '\0';
+	if (r->type == REDIS_REPLY_STRING && r->len == QUEUE_SHA_LEN) {
+		memcpy(s->sha, r->str, QUEUE_SHA_LEN);
+		s->sha[QUEUE_SHA_LEN] = '\0';
 		rc = 0;
 	} else {
 		queue_error_set(err, errlen, "SCRIPT LOAD: unexpected reply");
@@ -67,10 +43,9 @@ static int sched_load(struct sched_admin *s, struct queue_admin *a, char *err, s
 	return rc;
 }
 
-/* Runs the operation args[0] with args[1..n-1]. Returns the reply (caller frees) or NULL with
- * err (the script's error text, e.g. "no such message"). */
-static redisReply *sched_run(struct sched_admin *s, const char *const *args, size_t n, char *err,
-                             size_t errlen)
+/* Contract in internal.h. */
+redisReply *queue_sched_admin_run(struct queue_sched_admin *s, const char *const *args, size_t n,
+                                  char *err, size_t errlen)
 {
 	const char **argv = calloc(n + 3, sizeof(*argv));
 	size_t *lens = calloc(n + 3, sizeof(*lens));
@@ -87,13 +62,13 @@ static redisReply *sched_run(struct sched_admin *s, const char *const *args, siz
 	for (size_t i = 0; i < n + 3; i++)
 		lens[i] = strlen(argv[i]);
 	char why[256] = "";
-	r = command(s->admin, (int)(n + 3), argv, lens, why, sizeof(why));
+	r = queue_admin_call(s->admin, (int)(n + 3), argv, lens, why, sizeof(why));
 	if (r == NULL && strncmp(why, "NOSCRIPT", 8) == 0) {
 		/* Someone flushed the script cache between our load and this call. */
-		if (sched_load(s, s->admin, err, errlen) == -1)
+		if (queue_sched_admin_load(s, s->admin, err, errlen) == -1)
 			goto out;
 		argv[1] = s->sha;
-		r = command(s->admin, (int)(n + 3), argv, lens, why, sizeof(why));
+		r = queue_admin_call(s->admin, (int)(n + 3), argv, lens, why, sizeof(why));
 	}
 	if (r == NULL)
 		queue_error_set(err, errlen, "%s", why);
@@ -144,10 +119,10 @@ static int check_selection(enum queue_select by, const char *value, char *err, s
 }
 
 /* Runs a one-reply operation and adds its integer reply to *count. */
-static int run_count(struct sched_admin *s, const char *const *args, size_t n, uint64_t *count,
-                     char *err, size_t errlen)
+static int run_count(struct queue_sched_admin *s, const char *const *args, size_t n,
+                     uint64_t *count, char *err, size_t errlen)
 {
-	redisReply *r = sched_run(s, args, n, err, errlen);
+	redisReply *r = queue_sched_admin_run(s, args, n, err, errlen);
 	if (r == NULL)
 		return -1;
 	uint64_t v = 0;
@@ -162,8 +137,9 @@ static int run_count(struct sched_admin *s, const char *const *args, size_t n, u
 }
 
 /* ZSCANs key and hands each step's members (the message ids for pst:msgs) to admin_batch. */
-static int scan_batches(struct sched_admin *s, const char *key, const char *act, const char *by,
-                        const char *value, uint64_t *count, char *err, size_t errlen)
+static int scan_batches(struct queue_sched_admin *s, const char *key, const char *act,
+                        const char *by, const char *value, uint64_t *count, char *err,
+                        size_t errlen)
 {
 	char cursor[32] = "0";
 	do {
@@ -171,7 +147,7 @@ static int scan_batches(struct sched_admin *s, const char *key, const char *act,
 		size_t lens[5];
 		for (int i = 0; i < 5; i++)
 			lens[i] = strlen(argv[i]);
-		redisReply *r = command(s->admin, 5, argv, lens, err, errlen);
+		redisReply *r = queue_admin_call(s->admin, 5, argv, lens, err, errlen);
 		if (r == NULL)
 			return -1;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -220,8 +196,8 @@ static int act(struct queue_admin *a, const char *action, enum queue_select by, 
 		*count = 0;
 	if (a == NULL || check_selection(by, value, err, errlen) == -1)
 		return -1;
-	struct sched_admin s;
-	if (sched_load(&s, a, err, errlen) == -1)
+	struct queue_sched_admin s;
+	if (queue_sched_admin_load(&s, a, err, errlen) == -1)
 		return -1;
 	int rc;
 	if (by == QUEUE_SELECT_MESSAGE) {
@@ -297,11 +273,11 @@ static bool element_ll(const redisReply *e, long long *out)
 
 int queue_admin_stats(struct queue_admin *a, FILE *out, char *err, size_t errlen)
 {
-	struct sched_admin s;
-	if (a == NULL || out == NULL || sched_load(&s, a, err, errlen) == -1)
+	struct queue_sched_admin s;
+	if (a == NULL || out == NULL || queue_sched_admin_load(&s, a, err, errlen) == -1)
 		return -1;
 	const char *args[1] = {"stats"};
-	redisReply *r = sched_run(&s, args, 1, err, errlen);
+	redisReply *r = queue_sched_admin_run(&s, args, 1, err, errlen);
 	if (r == NULL)
 		return -1;
 	int rc = -1;

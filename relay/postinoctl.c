@@ -14,6 +14,7 @@
  *   postinoctl -c FILE dkim ...         (relay/ctl_dkim.c: keys, selectors, DNS records)
  *   postinoctl -c FILE domain check D   (relay/ctl_domain.c: DKIM, SPF, DMARC in DNS)
  *   postinoctl -c FILE bounce parse [--json] FILE... | classify 'REPLY'  (relay/ctl_bounce.c)
+ *   postinoctl -c FILE suppression add|del|list|import|export ...  (relay/ctl_suppress.c)
  *
  * Exit codes: 0 done, 1 failed (message on stderr), 2 usage or configuration error.
  */
@@ -33,6 +34,7 @@
 #include "relay/ctl_bounce.h"
 #include "relay/ctl_dkim.h"
 #include "relay/ctl_domain.h"
+#include "relay/ctl_suppress.h"
 
 #define CTL_LIST_MAX             64
 #define GENERATED_PASSWORD_CHARS 24
@@ -52,6 +54,7 @@ static void usage(void)
 	ctl_dkim_usage(stderr);
 	ctl_bounce_usage(stderr);
 	ctl_domain_usage(stderr);
+	ctl_suppress_usage(stderr);
 }
 
 static bool name_ok(const char *s)
@@ -380,6 +383,8 @@ int main(int argc, char **argv)
 		cmd = cmd_user;
 	else if (strcmp(argv[i], "queue") == 0)
 		cmd = cmd_queue;
+	else if (strcmp(argv[i], "suppression") == 0)
+		cmd = ctl_suppress_main;
 	if (cmd == NULL || i + 1 >= argc) { /* a usage error never waits for Redis */
 		usage();
 		return 2;

@@ -80,6 +80,14 @@ void check_size(const char *name, const char *field, size_t got, size_t want)
 		check_fail("%s: %s got %zu, want %zu\n", name, field, got, want);
 }
 
+void check_capture(FILE *f, char *buf, size_t len)
+{
+	rewind(f);
+	size_t n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+}
+
 void check_done(void)
 {
 	int n = failures;

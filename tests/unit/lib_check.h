@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Printable form of n bytes: printable ASCII as is, every other octet and '\' as \xHH, cut
  * with "..." when too long. The result lives in one of four rotating static buffers, so up to
@@ -28,6 +29,10 @@ void check_bytes(const char *name, const char *field, const char *got, size_t go
 
 void check_u64(const char *name, const char *field, uint64_t got, uint64_t want);
 void check_size(const char *name, const char *field, size_t got, size_t want);
+
+/* Reads what a command wrote into the temporary file f (tmpfile()) into buf, at most len - 1
+ * bytes, NUL-terminated, and closes f. len must be >= 1. */
+void check_capture(FILE *f, char *buf, size_t len);
 
 /* Fails the running test when a check failed since the last call; resets the count. */
 void check_done(void);

@@ -253,6 +253,20 @@ long long rq_int(const char *fmt, ...)
 	return v;
 }
 
+const char *hget(const char *key, const char *field, char *buf, size_t len)
+{
+	redisReply *r = rq("HGET %s %s", key, field);
+	snprintf(buf, len, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+	freeReplyObject(r);
+	return buf;
+}
+
+long long hget_int(const char *key, const char *field)
+{
+	char buf[64];
+	return strtoll(hget(key, field, buf, sizeof(buf)), NULL, 10);
+}
+
 /* The value of field in an HGETALL reply, or NULL. */
 const char *hash_field(const redisReply *r, const char *field)
 {

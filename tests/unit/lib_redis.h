@@ -103,6 +103,10 @@ redisReply *rq(const char *fmt, ...);
 void rq_ok(const char *fmt, ...);
 /* Runs a command that must answer an integer; returns it. */
 long long rq_int(const char *fmt, ...);
+/* HGET key field into buf, "" when missing; returns buf. */
+const char *hget(const char *key, const char *field, char *buf, size_t len);
+/* HGET key field as a decimal number, 0 when missing. */
+long long hget_int(const char *key, const char *field);
 /* The value of field in an HGETALL reply, or NULL; borrowed from r. */
 const char *hash_field(const redisReply *r, const char *field);
 /* used_memory from INFO memory. */

@@ -29,14 +29,6 @@ struct run {
 	char err[OUT_MAX];
 };
 
-static void slurp(FILE *f, char *buf)
-{
-	rewind(f);
-	size_t n = fread(buf, 1, OUT_MAX - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-}
-
 /* Runs ctl_bounce_run over a NULL-terminated argument list. */
 static void run(struct run *r, const char *rules, const char *const *args)
 {
@@ -51,8 +43,8 @@ static void run(struct run *r, const char *rules, const char *const *args)
 	assert_non_null(out);
 	assert_non_null(err);
 	r->rc = ctl_bounce_run(rules, argc, argv, out, err);
-	slurp(out, r->out);
-	slurp(err, r->err);
+	check_capture(out, r->out, sizeof(r->out));
+	check_capture(err, r->err, sizeof(r->err));
 }
 
 static void check_has(const char *name, const char *what, const char *hay, const char *needle)

@@ -146,21 +146,6 @@ static long long zscore(const char *key, const char *member)
 	return v;
 }
 
-/* HGET into buf ("" when missing). */
-static const char *hget(const char *key, const char *field, char *buf, size_t len)
-{
-	redisReply *r = rq("HGET %s %s", key, field);
-	snprintf(buf, len, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
-	freeReplyObject(r);
-	return buf;
-}
-
-static long long hget_int(const char *key, const char *field)
-{
-	char buf[64];
-	return strtoll(hget(key, field, buf, sizeof(buf)), NULL, 10);
-}
-
 /* Whether "<prefix><id>" exists: prefix is "pst:msg:", "pst:body:" or "pst:rcpt:". */
 static bool key_exists(const char *prefix, const char *id)
 {
