@@ -117,6 +117,8 @@ static const struct config_key config_keys[] = {
     {"lease_timeout", CONFIG_TYPE_INT, F(lease_timeout), 10, 86400, "900"},
     {"max_queued_recipients", CONFIG_TYPE_INT, F(max_queued_recipients), 0, INT32_MAX, "0"},
     {"redis_memory_limit", CONFIG_TYPE_INT, F(redis_memory_limit), 1, 100, "90"},
+    {"soft_bounce_limit", CONFIG_TYPE_INT, F(soft_bounce_limit), 0, 1000, "3"},
+    {"soft_bounce_window", CONFIG_TYPE_INT, F(soft_bounce_window), 1, 31622400, "604800"},
     {"bounce_rules", CONFIG_TYPE_STRING, F(bounce_rules), 1, 0, "bounce-rules.conf"},
     {"bounce_rules_local", CONFIG_TYPE_STRING, F(bounce_rules_local), 0, 0, ""},
 };

@@ -153,6 +153,8 @@ struct config {
 	int lease_timeout;
 	int max_queued_recipients;
 	int redis_memory_limit; /* percent of maxmemory; past it submission gets 452 4.3.1 */
+	int soft_bounce_limit;  /* soft failures that suppress an address (0: never) */
+	int soft_bounce_window; /* seconds, from the first soft failure */
 	/* bounce classification rules (relay/bounce.h): the shipped file and the user's own,
 	 * which come first; relative paths are taken from the config file's folder */
 	char bounce_rules[PATH_MAX];

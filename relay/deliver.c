@@ -503,12 +503,16 @@ static struct record *record_new(struct task *t, const struct current *c, const 
 	return rec;
 }
 
-/* The bounce class of a failure's reply (for the event; retries follow the reply code), or
- * NULL for a delivery. */
+/* The bounce class of a failure's reply (for the event and suppression; retries follow the
+ * reply code), or NULL for a delivery, a site down, and a failure no remote server replied
+ * to (connect, timeout, lost connection, TLS: a made-up reply without a code), which says
+ * nothing about the address. */
 static const char *reply_class(const struct deliver *d, enum queue_outcome_kind kind,
                                const char *reply)
 {
-	if (kind == QUEUE_OUTCOME_DELIVERED)
+	if (kind == QUEUE_OUTCOME_DELIVERED || kind == QUEUE_OUTCOME_SITE_DOWN ||
+	    !(reply[0] >= '2' && reply[0] <= '5' && reply[1] >= '0' && reply[1] <= '9' &&
+	      reply[2] >= '0' && reply[2] <= '9' && reply[3] == ' '))
 		return NULL;
 	int code;
 	char enhanced[SMTP_ENHANCED_MAX + 1];
@@ -1412,6 +1416,8 @@ struct deliver *deliver_new(struct server *srv, char *err, size_t errlen)
 	d->policy.backoff_first_ms = (int64_t)cfg->retry_first * 1000;
 	d->policy.backoff_max_ms = (int64_t)cfg->retry_max * 1000;
 	d->policy.jitter_percent = (unsigned)cfg->retry_jitter;
+	d->policy.soft_limit = (unsigned)cfg->soft_bounce_limit;
+	d->policy.soft_window_ms = (int64_t)cfg->soft_bounce_window * 1000;
 	if (!queue_policy_valid(&d->policy)) {
 		snprintf(err, errlen, "retry settings out of range");
 		free(d);
