@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "stats/json.h"
@@ -43,7 +44,7 @@ static void request_check(const char *text, size_t len, unsigned route)
 		memcpy(path + 17, text, len + 1);
 		query = NULL;
 	} else {
-		strcpy(path, paths[route % 4]);
+		snprintf(path, sizeof path, "%s", paths[route % 4]);
 	}
 	stats_request_route(path, &r);
 	const char *why = stats_request_params(&r, path, query, NOW, &err);
